@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite, green on a fresh Debian machine with a Rust
 # toolchain. Installs what the tests need when it is missing:
-#   protobuf-compiler  (protoc, for etcd-client's build)
+#   protobuf-compiler, libprotobuf-dev  (protoc and its well-known types,
+#                      for etcd-client's build)
 #   etcd-server        (the integration tests start real etcd servers)
 #   postgresql         (initdb and pg_ctl, for real PostgreSQL servers)
 # Installing uses apt-get, as root or through sudo.
@@ -10,6 +11,7 @@ cd "$(dirname "$0")/.."
 
 missing=()
 command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
+[ -e /usr/include/google/protobuf/descriptor.proto ] || missing+=(libprotobuf-dev)
 command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
 if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   missing+=(postgresql)

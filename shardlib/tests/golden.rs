@@ -11,9 +11,12 @@
 use shardlib::algo::jump::jump_consistent_hash;
 use shardlib::{Key, KeyspaceId, ShardKey, Uuid};
 
+/// A way to hash one key under a seed, the seed, and the expected id.
+type Vector<'a> = (&'a dyn Fn(u64) -> KeyspaceId, u64, u64);
+
 #[test]
 fn keyspace_ids_match_the_reference_xxh3() {
-    let cases: &[(&dyn Fn(u64) -> KeyspaceId, u64, u64)] = &[
+    let cases: &[Vector<'_>] = &[
         (&|s| "alice".keyspace_id(s), 0, 5593767425381308080),
         (&|s| "alice".keyspace_id(s), 1, 7609801631743587685),
         (&|s| "alice".keyspace_id(s), 42, 9203602360671217190),
@@ -52,5 +55,45 @@ fn jump_matches_the_reference_transcription() {
     ];
     for (key, buckets, bucket) in cases {
         assert_eq!(jump_consistent_hash(key, buckets), bucket, "jump({key}, {buckets})");
+    }
+}
+
+#[test]
+fn placements_of_named_shards_are_pinned() {
+    use shardlib::algo::Placement;
+    use shardlib::algo::jump::Jump;
+    use shardlib::algo::jumpback::JumpBack;
+    use shardlib::algo::maglev::{DEFAULT_TABLE_SIZE, Maglev};
+    use shardlib::algo::rendezvous::Rendezvous;
+    use shardlib::algo::ring::HashRing;
+    use shardlib::range::{KeyRange, RangeMap};
+
+    // Ten shards named "0" … "9", weight 1, as `shardctl route -n 10` builds them.
+    let names: Vec<String> = (0..10).map(|i| i.to_string()).collect();
+    let weighted = || names.iter().map(|n| (n.as_str(), 1u32));
+    let ranges = RangeMap::new(KeyRange::uniform(10).into_iter().zip(0u32..).collect()).unwrap();
+    let placements: [(&str, Box<dyn Placement>, [u32; 4]); 6] = [
+        ("jump", Box::new(Jump::new(10).unwrap()), [9, 5, 6, 6]),
+        ("jump_back", Box::new(JumpBack::new(10).unwrap()), [4, 5, 2, 8]),
+        ("ring", Box::new(HashRing::new(weighted(), 160).unwrap()), [3, 9, 1, 6]),
+        ("rendezvous", Box::new(Rendezvous::new(names.iter().map(|n| (n.as_str(), 1.0))).unwrap()), [6, 0, 6, 6]),
+        ("maglev", Box::new(Maglev::new(weighted(), DEFAULT_TABLE_SIZE).unwrap()), [7, 3, 8, 9]),
+        ("hash_range", Box::new(Ranges(ranges)), [3, 0, 8, 1]),
+    ];
+    for (algorithm, placement, expected) in placements {
+        let got = ["alice", "bob", "carol", "dave"].map(|key| placement.place(key.keyspace_id(0)));
+        assert_eq!(got, expected, "{algorithm}");
+    }
+}
+
+/// A map of equal ranges seen as a numbered placement.
+struct Ranges(shardlib::range::RangeMap<u32>);
+
+impl shardlib::algo::Placement for Ranges {
+    fn place(&self, id: KeyspaceId) -> u32 {
+        *self.0.lookup(id)
+    }
+    fn buckets(&self) -> u32 {
+        self.0.len() as u32
     }
 }

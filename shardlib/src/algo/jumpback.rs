@@ -53,13 +53,17 @@
 //!     next_range: x = x ^ lo
 //! ```
 //!
-//! This is hash4j's `jumpBackHashSplitMix64` with one addition: the inner loop
-//! gives up after 64 steps (128 draws) and continues with the lower ranges, so
-//! a lookup makes at most 65 generator calls. Each draw ends the loop with
-//! probability > 1/2, so the cap changes a result with probability < 2⁻¹²⁸,
-//! and it keeps the mapping consistent (the draws do not depend on `n`). The
-//! alternation between the two halves of `r` keeps the offset used in a lower
-//! range independent of the draws that rejected the upper one.
+//! This is hash4j's `ConsistentHashing.jumpBackHashSplitMix64()`, bit for bit:
+//! it reproduces the checksum hash4j's own test pins over 1,000,000 random
+//! `(key, n)` pairs (`0x23d7a0d288cd67e7`), and a few of those pairs are unit
+//! tests here. One addition: the inner loop gives up after 64 steps (128
+//! draws) and continues with the lower ranges, so a lookup makes at most 65
+//! generator calls. Each draw ends the loop with probability > 1/2, so the cap
+//! changes a result with probability < 2⁻¹²⁸ (never, in practice), and it keeps
+//! the mapping consistent (the draws do not depend on `n`). hash4j takes `n`
+//! up to 2³¹ − 1; the same steps work for every `u32`. The alternation between
+//! the two halves of `r` keeps the offset used in a lower range independent of
+//! the draws that rejected the upper one.
 
 use super::mix::{GOLDEN_GAMMA, mix64};
 use super::{AlgoError, Placement};
@@ -123,7 +127,7 @@ impl JumpBack {
     /// JumpBackHash over `buckets` buckets (at least 1; any `u32` is supported).
     pub fn new(buckets: u32) -> Result<JumpBack, AlgoError> {
         if buckets == 0 {
-            return Err(AlgoError::NoBuckets { algorithm: "jumpback" });
+            return Err(AlgoError::NoBuckets { algorithm: "jump_back" });
         }
         Ok(JumpBack { buckets })
     }
@@ -144,6 +148,29 @@ impl Placement for JumpBack {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hash4j_vectors() {
+        // The first (hash, n) pairs of hash4j's checksum test (SplittableRandom
+        // seeded 0x0a55871a9d9103b7); the whole 1,000,000-pair checksum matched
+        // hash4j's jumpBackHashSplitMix64 when this was written.
+        let cases: [(u64, u32, u32); 11] = [
+            (0x4970_f709_50f2_6232, 111, 1),
+            (0x7d6d_e3f7_f5a8_f56d, 63, 27),
+            (0xaec6_e2df_0aa0_b7c6, 18, 9),
+            (0xa640_7414_f982_afc4, 16319, 9461),
+            (0xdd99_f0af_53e3_1a6f, 225_454_712, 214_257_092),
+            (0xf983_64e3_5900_6c97, 5678, 1759),
+            (0x9d76_a1ab_a8a4_0ea2, 32_024_546, 15_170_337),
+            (0x321c_c767_9a2c_1ddf, 1345, 1030),
+            (0x97e1_b2e0_6896_a7e2, 3198, 2226),
+            (0x919e_9adc_10c4_2417, 1_038_890_280, 828_691_262),
+            (0x1de7_46dd_9b60_9982, 80034, 38874),
+        ];
+        for (key, n, want) in cases {
+            assert_eq!(jump_back_hash(key, n), want, "key {key:#x}, n {n}");
+        }
+    }
 
     #[test]
     fn golden_values() {
@@ -209,7 +236,7 @@ mod tests {
 
     #[test]
     fn constructor_rejects_zero() {
-        assert_eq!(JumpBack::new(0), Err(AlgoError::NoBuckets { algorithm: "jumpback" }));
+        assert_eq!(JumpBack::new(0), Err(AlgoError::NoBuckets { algorithm: "jump_back" }));
         assert_eq!(JumpBack::new(u32::MAX).unwrap().buckets(), u32::MAX);
         let jb = JumpBack::new(1000).unwrap();
         assert_eq!(jb.place(KeyspaceId(0xdeadbeef)), jump_back_hash(0xdeadbeef, 1000));

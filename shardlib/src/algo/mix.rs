@@ -78,7 +78,7 @@
 
 use xxhash_rust::xxh3::xxh3_64;
 
-/// The SplitMix64 increment: ⌊2⁶⁴/φ⌋ rounded to odd, `0x9E3779B97F4A7C15`.
+/// The SplitMix64 increment `0x9E3779B97F4A7C15`: the odd integer nearest 2⁶⁴/φ.
 pub const GOLDEN_GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
 
 /// ⌊ln 2 · 2⁵⁷⌋, the fixed-point ln 2 of [`neg_ln_unit`].
