@@ -1,1 +1,3 @@
+//! shardd: the shardkit daemon (in progress; see the issues).
+
 fn main() {}
