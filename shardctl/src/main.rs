@@ -5,6 +5,7 @@
 //! pipe (`shardctl route … | head`) ends the program quietly with 0.
 
 mod cli;
+mod client;
 mod commands;
 mod output;
 

@@ -44,7 +44,7 @@ impl TextTable {
     }
 
     /// Prints the table to `out`.
-    pub fn print(&self, out: &mut impl Write) -> io::Result<()> {
+    pub fn print(&self, out: &mut dyn Write) -> io::Result<()> {
         for line in self.table.lines() {
             writeln!(out, "{}", line.trim_end())?;
         }
@@ -78,4 +78,64 @@ impl<W: Write> JsonArrayWriter<W> {
         self.out.write_all(if self.first { b"]\n" } else { b"\n]\n" })?;
         self.out.flush()
     }
+}
+
+/// Colors for terminal output, or none.
+#[derive(Clone, Copy, Debug)]
+pub struct Palette {
+    enabled: bool,
+}
+
+impl Palette {
+    /// Colors on `always`; on `auto` only for a terminal without NO_COLOR.
+    pub fn new(choice: crate::cli::ColorChoice) -> Self {
+        use std::io::IsTerminal;
+        let enabled = match choice {
+            crate::cli::ColorChoice::Always => true,
+            crate::cli::ColorChoice::Never => false,
+            crate::cli::ColorChoice::Auto => {
+                std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && io::stdout().is_terminal()
+            }
+        };
+        Palette { enabled }
+    }
+
+    /// `text` in green (good states: leader, serving, ready).
+    pub fn good(&self, text: &str) -> String {
+        self.paint(anstyle::AnsiColor::Green, text)
+    }
+
+    /// `text` in yellow (transitions: draining, frozen, follower).
+    pub fn warn(&self, text: &str) -> String {
+        self.paint(anstyle::AnsiColor::Yellow, text)
+    }
+
+    /// `text` in red (bad states: removed, no leader).
+    pub fn bad(&self, text: &str) -> String {
+        self.paint(anstyle::AnsiColor::Red, text)
+    }
+
+    /// A state word colored by what it means.
+    pub fn state(&self, state: &str) -> String {
+        match state {
+            "serving" | "leader" | "ready" | "yes" => self.good(state),
+            "draining" | "frozen" | "follower" => self.warn(state),
+            "removed" | "none" | "no" => self.bad(state),
+            other => other.to_owned(),
+        }
+    }
+
+    fn paint(&self, color: anstyle::AnsiColor, text: &str) -> String {
+        if !self.enabled {
+            return text.to_owned();
+        }
+        let style = anstyle::Style::new().fg_color(Some(color.into()));
+        format!("{}{text}{}", style.render(), style.render_reset())
+    }
+}
+
+/// Prints a JSON value, pretty, with a final newline.
+pub fn print_json(out: &mut impl Write, value: &serde_json::Value) -> io::Result<()> {
+    serde_json::to_writer_pretty(&mut *out, value).map_err(io::Error::from)?;
+    writeln!(out)
 }

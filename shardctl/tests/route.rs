@@ -136,7 +136,7 @@ partitioning = { algorithm = "hash_range", ranges = [{ range = "-80", shard = "a
         (&["route", "--algorithm", "nope", "--shards", "3", "k"], "invalid value 'nope'"),
         (&["route", "--algorithm", "jump", "--shards", "0", "k"], "--shards must be at least 1"),
         (&["route", "--algorithm", "jump", "k"], "--shards"),
-        (&["route", "k"], "--topology"),
+        (&["route", "k"], "--keyspace"),
         (
             &["route", "--topology", "/nonexistent/topology.json", "k"],
             "cannot read topology file /nonexistent/topology.json",

@@ -62,10 +62,16 @@ pub mod id;
 pub mod key;
 pub mod range;
 pub mod router;
+#[cfg(feature = "store")]
+pub mod store;
 pub mod topology;
+#[cfg(feature = "store")]
+pub mod watch;
 
 pub use id::{Epoch, KeyspaceName, ShardId};
 pub use key::{Key, KeyType, KeyspaceId, ShardKey, Uuid};
 pub use range::{KeyOrderMap, KeyOrderRange, KeyRange, RangeError, RangeMap};
 pub use router::{KeyspaceRouter, Route, RouteError, Router, SharedRouter};
 pub use topology::{Topology, TopologyError};
+#[cfg(feature = "store")]
+pub use watch::{Source, TopologyUpdate, TopologyWatcher, WatchError, WatchOptions};

@@ -147,7 +147,10 @@ mod tests {
             log_tail: "line one\nline two\n".into(),
         };
         let text = format!("{err:?}");
-        assert!(text.starts_with("etcd `a`: boom\n--- last lines of /tmp/x/etcd.log ---\nline one\nline two\n"), "{text}");
+        assert!(
+            text.starts_with("etcd `a`: boom\n--- last lines of /tmp/x/etcd.log ---\nline one\nline two\n"),
+            "{text}"
+        );
     }
 
     #[test]

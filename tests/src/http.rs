@@ -72,11 +72,40 @@ fn request(endpoint: &str, method: &str, path: &str, body: Option<&str>) -> Resu
     if let Some(body) = body {
         stream.write_all(body.as_bytes()).map_err(|e| FixtureError::io(context("sending the body"), e))?;
     }
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).map_err(|e| FixtureError::io(context("reading the response"), e))?;
+    let raw = read_response(&mut stream).map_err(|e| FixtureError::io(context("reading the response"), e))?;
     parse_response(&raw).ok_or_else(|| {
         FixtureError::Usage(context(&format!("malformed response: {:?}", String::from_utf8_lossy(&raw))))
     })
+}
+
+/// Reads until the server closes the connection or, when the response has a
+/// `Content-Length`, until the body is complete: some servers (etcd's peer
+/// port) keep the connection open for a while even after `Connection: close`.
+fn read_response(stream: &mut impl Read) -> std::io::Result<Vec<u8>> {
+    let mut raw = Vec::new();
+    let mut buf = [0; 8192];
+    loop {
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            return Ok(raw);
+        }
+        raw.extend_from_slice(&buf[..n]);
+        if let Some(split) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&raw[..split]);
+            let length = head.lines().find_map(|line| {
+                let (name, value) = line.split_once(':')?;
+                if name.trim().eq_ignore_ascii_case("content-length") {
+                    value.trim().parse::<usize>().ok()
+                } else {
+                    None
+                }
+            });
+            if length.is_some_and(|length| raw.len() >= split + 4 + length) {
+                raw.truncate(split + 4 + length.unwrap_or_default());
+                return Ok(raw);
+            }
+        }
+    }
 }
 
 fn parse_response(raw: &[u8]) -> Option<HttpResponse> {
@@ -127,6 +156,14 @@ mod tests {
         let request = server.join().unwrap();
         assert!(request.starts_with("POST /v3/kv/put HTTP/1.0\r\n"), "{request}");
         assert!(request.contains("Content-Length: 2\r\n"), "{request}");
+    }
+
+    #[test]
+    fn stops_reading_at_the_end_of_a_sized_body() {
+        let mut input: &[u8] = b"HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\nokEXTRA";
+        assert_eq!(read_response(&mut input).unwrap(), b"HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\nok");
+        let mut unsized_body: &[u8] = b"HTTP/1.0 200 OK\r\n\r\nall of it";
+        assert!(read_response(&mut unsized_body).unwrap().ends_with(b"all of it"));
     }
 
     #[test]

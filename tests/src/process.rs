@@ -3,7 +3,7 @@
 
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -137,16 +137,31 @@ pub(crate) fn wait_for_exit(child: &mut Child, timeout: Duration, what: &str) ->
 /// kills it with SIGKILL and reaps it. Returns whether it exited within the
 /// grace period.
 pub(crate) fn terminate(child: &mut Child, signal: Signal, grace: Duration, what: &str) -> Result<bool> {
-    if child.try_wait().map_err(|e| FixtureError::io("checking a child process", e))?.is_some() {
-        return Ok(true);
-    }
-    // The process may exit between the check and the signal: ignore ESRCH.
-    let _ = send_signal(child.id(), signal);
-    if wait_for_exit(child, grace, what).is_ok() {
+    if terminate_no_kill(child, signal, grace) {
         return Ok(true);
     }
     kill_and_reap(child, what)?;
     Ok(false)
+}
+
+/// Sends `signal` to `child` unless it has exited, and waits up to `grace`
+/// for it to exit. Returns whether it has exited (and was reaped).
+pub(crate) fn terminate_no_kill(child: &mut Child, signal: Signal, grace: Duration) -> bool {
+    match child.try_wait() {
+        Ok(Some(_)) => return true,
+        Ok(None) => {}
+        Err(_) => return false,
+    }
+    // The process may exit between the check and the signal: ignore ESRCH.
+    let _ = send_signal(child.id(), signal);
+    wait_for_exit(child, grace, "a process").is_ok()
+}
+
+/// Writes a line into a server's log, so that restarts are easy to spot.
+pub(crate) fn append_marker(log: &Path, text: &str) {
+    if let Ok(mut file) = OpenOptions::new().create(true).append(true).open(log) {
+        let _ = writeln!(file, "=== shardkit-tests: {text} ===");
+    }
 }
 
 /// Kills `child` with SIGKILL and reaps it.

@@ -15,7 +15,7 @@ use shardlib::range::{KeyRange, RangeMap};
 use shardlib::router::RouteRange;
 use shardlib::{Key, KeyType, KeyspaceId, KeyspaceRouter, Router, ShardKey, Topology};
 
-use super::Outcome;
+use super::{Online, Outcome};
 use crate::cli::{Algorithm, OutputFormat, RouteArgs};
 use crate::output::{JsonArrayWriter, TextTable};
 
@@ -47,8 +47,24 @@ enum Source {
     Topology { router: Router, keyspace: String, key_type: KeyType },
 }
 
-pub fn run(args: &RouteArgs, format: OutputFormat) -> anyhow::Result<Outcome> {
-    let source = Source::from_args(args)?;
+/// Routes offline: through an algorithm over numbered shards, or a topology file.
+pub fn run_offline(args: &RouteArgs, format: OutputFormat) -> anyhow::Result<Outcome> {
+    emit(&Source::from_args(args)?, args, format)
+}
+
+/// Routes through shardd's live topology (`--keyspace` without a file).
+pub async fn run_online(args: &RouteArgs, online: &Online) -> anyhow::Result<Outcome> {
+    let keyspace = args.keyspace.clone().expect("clap requires --keyspace for online routing");
+    let answer = online.client.get("/v1/topology").await?;
+    // DSNs arrive redacted; routing does not need them.
+    let topology: Topology = serde_json::from_value(answer["topology"].clone())
+        .context("shardd sent a topology this shardctl cannot read")?;
+    let key_type = topology.keyspace(&keyspace)?.key_type;
+    let router = Router::compile(&topology).context("shardd's topology does not compile")?;
+    emit(&Source::Topology { router, keyspace, key_type }, args, online.format)
+}
+
+fn emit(source: &Source, args: &RouteArgs, format: OutputFormat) -> anyhow::Result<Outcome> {
     let key_type = args.key_type.unwrap_or(match &source {
         Source::Numbered { .. } => KeyType::Str,
         Source::Topology { key_type, .. } => *key_type,
