@@ -15,8 +15,8 @@ use futures_util::StreamExt as _;
 use shardlib::Epoch;
 use shardlib::store::{Change, Expect, Fence, StoreError, TopologyStore, WatchStream};
 use t10_store_support::{
-    SendError, TestResult, etcd_store, key_order_keyspace, keyspace, local_store, name, next_event, ring_keyspace,
-    split_first, within,
+    STEP_TIMEOUT, SendError, TestResult, etcd_store, key_order_keyspace, keyspace, local_store, name, next_event,
+    ring_keyspace, split_first, within,
 };
 
 /// Runs each case against both backends.
@@ -163,11 +163,12 @@ async fn fenced_writes_change_nothing(store: Store) -> TestResult {
     let leader = store.leader().await?.ok_or("a leader is recorded")?;
     assert_eq!(leader.candidate, "node-a");
     assert_eq!(leader.token, leadership.token());
+    assert_eq!(&leader.fence(), leadership.fence());
 
     let users = name("users");
     let v1 = keyspace(2, 4);
     let e1 = store.put_keyspace(&users, &v1, Expect::Absent, leadership.fence()).await?;
-    let wrong = Fence::leader(leadership.token() + 1000);
+    let wrong = Fence::Leader { key: leader.key.clone(), token: leadership.token() + 1000 };
     let v2 = split_first(&v1, "s0");
     let before = store.snapshot().await?;
     let result = store.put_keyspace(&users, &v2, Expect::Version(e1), &wrong).await;
@@ -499,7 +500,7 @@ async fn etcd_leadership_ends_when_its_key_goes() -> TestResult {
     let ttl = std::time::Duration::from_secs(3);
     let leadership = store.try_lead("node-a", ttl).await?.ok_or("the first candidate leads")?;
     let mut client = store.client();
-    client.delete(format!("{}leader", store.prefix()), None).await?;
+    client.delete(format!("{}{}", store.prefix(), leadership.info().key), None).await?;
     within(leadership.lost()).await?;
     assert!(leadership.is_lost());
     let result = store.put_keyspace(&name("users"), &keyspace(2, 2), Expect::Absent, leadership.fence()).await;
@@ -508,6 +509,59 @@ async fn etcd_leadership_ends_when_its_key_goes() -> TestResult {
     assert!(next.token() > leadership.token());
     within(leadership.resign()).await??;
     assert_eq!(store.leader().await?.map(|l| l.candidate), Some("node-b".to_owned()), "resigning late harms no one");
+    Ok(())
+}
+
+/// One leadership mechanism: the store's `try_lead`/`leader` and etcd's
+/// election API (what shardd campaigns with) share the election
+/// `/<cluster>/leader`, so neither can make a second leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_try_lead_and_the_election_api_are_one_election() -> TestResult {
+    use shardlib::store::etcd::election;
+    use shardlib::store::etcd::etcd_client::GetOptions;
+
+    let (store, _etcd) = etcd_store().await?;
+    let ttl = std::time::Duration::from_secs(10);
+    let election_name = election::election_name(store.cluster());
+    let mut client = store.client();
+
+    // A campaign through the election API (as shardd's) leads: the store
+    // reports it, with the fence it writes with, and will not lead too.
+    let lease = client.lease_grant(10, None).await?.id();
+    let won = within(client.campaign(election_name.as_str(), r#"{"member_id":"m1"}"#, lease)).await??;
+    let campaigned = won.leader().ok_or("the campaign won")?.clone();
+    let leader = store.leader().await?.ok_or("the store sees the campaign's leader")?;
+    assert_eq!(leader.candidate, r#"{"member_id":"m1"}"#);
+    assert_eq!(leader.fence(), election::fence(store.cluster(), campaigned.key(), campaigned.rev()));
+    assert!(store.try_lead("tool", ttl).await?.is_none(), "try_lead cannot win while a campaigner leads");
+    store.put_keyspace(&name("users"), &keyspace(2, 2), Expect::Absent, &leader.fence()).await?;
+    let options = shardlib::store::etcd::etcd_client::ResignOptions::new().with_leader(campaigned);
+    client.resign(Some(options)).await?;
+    assert!(store.leader().await?.is_none());
+    let result = store.delete_keyspace(&name("users"), Expect::Any, &leader.fence()).await;
+    assert!(matches!(result, Err(StoreError::Fenced { .. })), "a resigned leader is fenced: {result:?}");
+
+    // The store's leadership holds a campaigner back until it resigns.
+    let leadership = store.try_lead("tool", ttl).await?.ok_or("the election is free")?;
+    let lease = client.lease_grant(10, None).await?.id();
+    let mut campaigner = client.clone();
+    let campaign_name = election_name.clone();
+    let campaign = tokio::spawn(async move { campaigner.campaign(campaign_name, "m2", lease).await });
+    let candidates = format!("{election_name}/");
+    let options = GetOptions::new().with_prefix().with_count_only();
+    let deadline = tokio::time::Instant::now() + STEP_TIMEOUT;
+    while client.get(candidates.as_str(), Some(options.clone())).await?.count() < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "the second candidate never registered");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(store.leader().await?.map(|l| l.candidate), Some("tool".to_owned()));
+    assert!(!campaign.is_finished(), "a campaign waits while the store's leadership holds");
+    let token = leadership.token();
+    within(leadership.resign()).await??;
+    let next = within(campaign).await???;
+    let next = next.leader().ok_or("the campaign won")?;
+    assert!(next.rev() > token);
+    assert_eq!(store.leader().await?.map(|l| (l.candidate, l.token)), Some(("m2".to_owned(), next.rev())));
     Ok(())
 }
 

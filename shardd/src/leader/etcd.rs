@@ -1,16 +1,19 @@
-//! The etcd election (see the [module docs](super) for the protocol).
+//! The etcd election (see the [module docs](super) for the protocol): the
+//! campaign, observe and resign calls of etcd's election API, with the
+//! election's keys, fences and lease keeping shared with the store
+//! ([`shardlib::store::etcd::election`]), whose own `try_lead` and `leader`
+//! take part in the same election.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_client::{
-    Client, GetOptions, LeaderKey, LeaseKeepAliveStream, LeaseKeeper, ResignOptions, SortOrder, SortTarget,
-};
+use etcd_client::{Client, GetOptions, LeaderKey, ResignOptions, SortOrder, SortTarget};
 use shardlib::store::Fence;
+use shardlib::store::etcd::election;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{Member, Publisher, sleep_or_stop};
+use super::{Member, Publisher, member_value, parse_member, sleep_or_stop};
 
 /// Pause before campaigning again after a failure.
 const RETRY: Duration = Duration::from_secs(1);
@@ -33,16 +36,13 @@ pub struct Settings {
 impl Settings {
     /// The election's name: `/<cluster>/leader`.
     pub fn election_name(&self) -> String {
-        format!("/{}/leader", self.cluster)
+        election::election_name(&self.cluster)
     }
 
     /// The fence of a won election: the leader key relative to the cluster
     /// prefix, and its create revision.
     fn fence(&self, leader: &LeaderKey) -> Fence {
-        let key = String::from_utf8_lossy(leader.key());
-        let root = format!("/{}/", self.cluster);
-        let relative = key.strip_prefix(&root).unwrap_or(&key).to_owned();
-        Fence::Leader { key: relative, token: leader.rev() }
+        election::fence(&self.cluster, leader.key(), leader.rev())
     }
 }
 
@@ -67,17 +67,6 @@ impl Candidates {
             tokio::time::timeout(MEMBERS_TIMEOUT, kv.get(self.prefix.as_str(), Some(options))).await.ok()?.ok()?;
         Some(response.kvs().iter().map(|kv| parse_member(kv.value())).collect())
     }
-}
-
-/// The election value of a member.
-fn member_value(me: &Member) -> Vec<u8> {
-    serde_json::to_vec(me).expect("a member serializes")
-}
-
-/// A member from an election value (shown raw if it is not ours).
-fn parse_member(value: &[u8]) -> Member {
-    serde_json::from_slice(value)
-        .unwrap_or_else(|_| Member { member_id: String::from_utf8_lossy(value).into_owned(), address: String::new() })
 }
 
 /// How one term of candidacy ended.
@@ -117,14 +106,7 @@ async fn candidacy(settings: &Settings, publisher: &Publisher, stop: &Cancellati
     };
     let lease_id = lease.id();
     let granted = Duration::from_secs(u64::try_from(lease.ttl()).unwrap_or(0));
-    let (keeper, responses) = match call(client.lease_keep_alive(lease_id)).await {
-        Ok(pair) => pair,
-        Err(error) => {
-            revoke(&mut client, lease_id).await;
-            return Ended::Lost(format!("cannot keep the lease alive: {error}"));
-        }
-    };
-    let keep_alive = keep_alive(keeper, responses, granted_at, granted);
+    let keep_alive = election::keep_lease_alive(client.lease_client(), lease_id, granted_at, granted);
     tokio::pin!(keep_alive);
     publisher.campaigning();
 
@@ -134,9 +116,9 @@ async fn candidacy(settings: &Settings, publisher: &Publisher, stop: &Cancellati
     tracing::debug!(election = %name, lease = lease_id, "campaigning");
     let won = tokio::select! {
         won = election.campaign(name.as_str(), value, lease_id) => won,
-        reason = &mut keep_alive => {
+        lost = &mut keep_alive => {
             revoke(&mut client, lease_id).await;
-            return Ended::Lost(reason);
+            return Ended::Lost(lost.to_string());
         }
         () = stop.cancelled() => {
             revoke(&mut client, lease_id).await;
@@ -157,7 +139,7 @@ async fn candidacy(settings: &Settings, publisher: &Publisher, stop: &Cancellati
     publisher.lead(settings.fence(&leader));
 
     let ended = tokio::select! {
-        reason = &mut keep_alive => Ended::Lost(reason),
+        lost = &mut keep_alive => Ended::Lost(lost.to_string()),
         () = stop.cancelled() => Ended::Stopped,
     };
     // Stop writing before anything else: the fence is withdrawn at once.
@@ -173,40 +155,6 @@ async fn candidacy(settings: &Settings, publisher: &Publisher, stop: &Cancellati
     }
     revoke(&mut client, lease_id).await;
     ended
-}
-
-/// Keeps the lease alive every third of its TTL. Resolves, with the reason,
-/// when the lease is lost: a keep-alive fails, etcd says it expired, or no
-/// answer came before it may have expired (counted from when the last
-/// successful keep-alive was sent, which is no later than etcd counts).
-async fn keep_alive(
-    mut keeper: LeaseKeeper,
-    mut responses: LeaseKeepAliveStream,
-    granted_at: Instant,
-    ttl: Duration,
-) -> String {
-    let margin = (ttl / 10).min(Duration::from_millis(500));
-    let mut deadline = granted_at + ttl.saturating_sub(margin);
-    loop {
-        let sent = Instant::now();
-        if sent >= deadline {
-            return "the lease may have expired: no keep-alive answer in time".to_owned();
-        }
-        if let Err(error) = keeper.keep_alive().await {
-            return format!("keep-alive failed: {error}");
-        }
-        match tokio::time::timeout_at(deadline, responses.message()).await {
-            Err(_) => return "the lease may have expired: no keep-alive answer in time".to_owned(),
-            Ok(Err(error)) => return format!("keep-alive failed: {error}"),
-            Ok(Ok(None)) => return "keep-alive stream closed".to_owned(),
-            Ok(Ok(Some(response))) if response.ttl() <= 0 => return "the lease expired".to_owned(),
-            Ok(Ok(Some(response))) => {
-                let left = Duration::from_secs(u64::try_from(response.ttl()).unwrap_or(0));
-                deadline = sent + left.saturating_sub(margin);
-                tokio::time::sleep_until((sent + left / 3).min(deadline)).await;
-            }
-        }
-    }
 }
 
 /// Follows who leads, for followers (forwarding, `/v1/status`).
@@ -248,17 +196,5 @@ async fn call<T>(future: impl Future<Output = Result<T, etcd_client::Error>>) ->
 async fn revoke(client: &mut Client, lease_id: i64) {
     if let Err(error) = call(client.lease_revoke(lease_id)).await {
         tracing::debug!(%error, lease = lease_id, "cannot revoke the lease; it will expire");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn members_round_trip_through_election_values() {
-        let me = Member { member_id: "m1".into(), address: "http://10.0.0.1:7070".into() };
-        assert_eq!(parse_member(&member_value(&me)), me);
-        assert_eq!(parse_member(b"raw").member_id, "raw");
     }
 }

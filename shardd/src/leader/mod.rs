@@ -9,12 +9,16 @@
 //!   fencing token: every write carries
 //!   [`Fence::Leader`]` { key: "leader/<lease id>", token }`, and the store
 //!   refuses it once that key is gone. The leader steps down at once — stops
-//!   writing, turns follower, campaigns again with a new lease — when a
-//!   keep-alive fails or the lease may have expired (no answer within the
-//!   TTL, measured from when the last successful keep-alive was sent, so
-//!   it steps down before etcd can elect another leader). Followers learn
-//!   the leader through `observe`. On shutdown the leader resigns, so a
-//!   standby takes over at once; after a SIGKILL, within the TTL.
+//!   writing, turns follower, campaigns again with a new lease — when etcd
+//!   reports the lease expired or it may have expired (no keep-alive
+//!   answered within the TTL, measured from when the last answered one was
+//!   sent, so it steps down before etcd can elect another leader); a broken
+//!   keep-alive stream is opened again until then. Followers learn the
+//!   leader through `observe`. On shutdown the leader resigns, so a standby
+//!   takes over at once; after a SIGKILL, within the TTL. The keys, fences
+//!   and lease keeping are shardlib's ([`shardlib::store::etcd::election`]):
+//!   the store's own `try_lead` and `leader` take part in this same
+//!   election, so they report shardd's leader and cannot make a second one.
 //! - **local and memory stores** ([`store`]): the store's own leadership
 //!   ([`TopologyStore::try_lead`]). The local store locks its file against
 //!   other processes, so this process is the leader.
@@ -65,6 +69,19 @@ pub struct ElectionState {
     /// Why this process cannot take part in the election now (e.g. etcd
     /// does not answer); `None` while it leads or campaigns normally.
     pub problem: Option<String>,
+}
+
+/// The election value of a member: `{"member_id", "address"}` (JSON), the
+/// same with every store.
+fn member_value(me: &Member) -> Vec<u8> {
+    serde_json::to_vec(me).expect("a member serializes")
+}
+
+/// A member from an election value (shown raw if it is not ours: e.g. a
+/// tool that took leadership through the store's `try_lead`).
+fn parse_member(value: &[u8]) -> Member {
+    serde_json::from_slice(value)
+        .unwrap_or_else(|_| Member { member_id: String::from_utf8_lossy(value).into_owned(), address: String::new() })
 }
 
 impl ElectionState {
@@ -159,11 +176,19 @@ impl Publisher {
     }
 
     /// Stops leading at once (before anything else happens). `problem`
-    /// says why this process cannot take part now, if it cannot.
+    /// says why this process cannot take part now, if it cannot. A follower
+    /// keeps the leader it observed: the observer reports only changes, so
+    /// forgetting it here (say, when a campaign fails because an etcd member
+    /// went away) would leave this process without a leader to forward to.
     fn step_down(&self, reason: &str, problem: Option<String>) {
-        let previous = self.tx.send_replace(ElectionState { problem, ..ElectionState::follower(None) });
+        let mut was_leader = false;
+        self.tx.send_modify(|state| {
+            was_leader = state.role == Role::Leader;
+            let leader = if was_leader { None } else { state.leader.take() };
+            *state = ElectionState { problem, ..ElectionState::follower(leader) };
+        });
         self.metrics.set_leader(false);
-        if previous.role == Role::Leader {
+        if was_leader {
             if reason == SHUTTING_DOWN {
                 tracing::info!(member_id = %self.me.member_id, reason, "stepped down");
             } else {
@@ -248,5 +273,42 @@ async fn sleep_or_stop(duration: std::time::Duration, stop: &CancellationToken) 
     tokio::select! {
         () = tokio::time::sleep(duration) => false,
         () = stop.cancelled() => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn members_round_trip_through_election_values() {
+        let me = Member { member_id: "m1".into(), address: "http://10.0.0.1:7070".into() };
+        assert_eq!(parse_member(&member_value(&me)), me);
+        assert_eq!(parse_member(b"raw"), Member { member_id: "raw".into(), address: String::new() });
+    }
+
+    /// Regression: a follower whose campaign failed (its etcd member went
+    /// away) forgot the leader it had observed, and the observer, which
+    /// reports only changes, never told it again: writes could not be
+    /// forwarded until the next change of leader.
+    #[test]
+    fn a_follower_that_cannot_campaign_keeps_the_observed_leader() {
+        let me = Member { member_id: "m2".into(), address: String::new() };
+        let other = Member { member_id: "m1".into(), address: "http://m1".into() };
+        let (tx, rx) = watch::channel(ElectionState::follower(None));
+        let publisher = Publisher { tx, me: me.clone(), metrics: Arc::new(Metrics::new()) };
+        publisher.observed(Some(other.clone()));
+        publisher.step_down("campaign failed", Some("campaign failed".into()));
+        assert_eq!(rx.borrow().leader, Some(other.clone()));
+        assert_eq!(rx.borrow().problem.as_deref(), Some("campaign failed"));
+
+        // A leader that steps down no longer names itself.
+        publisher.lead(Fence::leader(7));
+        assert_eq!(rx.borrow().leader, Some(me));
+        publisher.step_down("the lease expired", None);
+        assert_eq!(
+            (rx.borrow().role, rx.borrow().leader.clone(), rx.borrow().fence.clone()),
+            (Role::Follower, None, None)
+        );
     }
 }

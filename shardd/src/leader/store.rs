@@ -11,21 +11,17 @@ use std::time::Duration;
 use shardlib::store::TopologyStore;
 use tokio_util::sync::CancellationToken;
 
-use super::{Member, Publisher, sleep_or_stop};
+use super::{Member, Publisher, member_value, parse_member, sleep_or_stop};
 
 /// How often to try again when leadership is held by someone else or the
 /// store failed.
 const RETRY: Duration = Duration::from_secs(1);
 
-/// The candidate name: `<member id> <address>` (member ids have no spaces),
-/// so that followers sharing the store know where to forward writes.
+/// The candidate name: the member's election value (`{"member_id",
+/// "address"}`, as in the etcd election), so that followers sharing the
+/// store know where to forward writes.
 fn candidate(me: &Member) -> String {
-    format!("{} {}", me.member_id, me.address)
-}
-
-fn parse_candidate(candidate: &str) -> Member {
-    let (member_id, address) = candidate.split_once(' ').unwrap_or((candidate, ""));
-    Member { member_id: member_id.to_owned(), address: address.trim().to_owned() }
+    String::from_utf8(member_value(me)).expect("JSON is UTF-8")
 }
 
 pub(super) async fn run(store: Arc<dyn TopologyStore>, publisher: Publisher, ttl: Duration, stop: CancellationToken) {
@@ -50,7 +46,7 @@ pub(super) async fn run(store: Arc<dyn TopologyStore>, publisher: Publisher, ttl
             Ok(None) => {
                 publisher.campaigning();
                 let leader = store.leader().await.ok().flatten();
-                publisher.observed(leader.map(|info| parse_candidate(&info.candidate)));
+                publisher.observed(leader.map(|info| parse_member(info.candidate.as_bytes())));
             }
             Err(error) => {
                 tracing::warn!(%error, "cannot try to lead");
@@ -74,7 +70,6 @@ mod tests {
     #[test]
     fn candidates_carry_the_address() {
         let me = Member { member_id: "m1".into(), address: "http://127.0.0.1:7070".into() };
-        assert_eq!(parse_candidate(&candidate(&me)), me);
-        assert_eq!(parse_candidate("someone"), Member { member_id: "someone".into(), address: String::new() });
+        assert_eq!(parse_member(candidate(&me).as_bytes()), me);
     }
 }

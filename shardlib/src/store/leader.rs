@@ -3,9 +3,10 @@
 //!
 //! A backend starts a *keeper* task when leadership is won: it keeps the
 //! leadership alive (etcd: renews the lease), reports its loss through a
-//! `watch` channel, and on a stop signal gives leadership back (deletes the
-//! leader key if it is still ours, revokes the lease). Dropping the handle
-//! sends the stop signal; [`Leadership::resign`] sends it and waits.
+//! `watch` channel, and on a stop signal gives leadership back (etcd:
+//! deletes the election key if it is still ours, revokes the lease).
+//! Dropping the handle sends the stop signal; [`Leadership::resign`] sends
+//! it and waits.
 
 use std::fmt;
 
@@ -17,10 +18,23 @@ use super::{Fence, StoreError};
 /// Who leads, as recorded by the store.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LeaderInfo {
-    /// The name the leader campaigned with.
+    /// The name the leader campaigned with (for a shardd member elected
+    /// through etcd, its `{"member_id", "address"}` JSON).
     pub candidate: String,
-    /// Its fencing token (see [`Fence::Leader`]).
+    /// The leader key relative to the cluster, which its writes are fenced
+    /// by: in etcd the leader's election key `leader/<lease id>`, in the
+    /// local store [`LEADER_KEY`](super::LEADER_KEY).
+    pub key: String,
+    /// Its fencing token: the key's create revision (see [`Fence::Leader`]).
     pub token: i64,
+}
+
+impl LeaderInfo {
+    /// The fence this leader writes with. Once its leadership has ended,
+    /// writes with this fence fail with [`StoreError::Fenced`].
+    pub fn fence(&self) -> Fence {
+        Fence::Leader { key: self.key.clone(), token: self.token }
+    }
 }
 
 /// Leadership held by this process. Writes made with [`Leadership::fence`]
@@ -45,7 +59,7 @@ impl Leadership {
         stop: oneshot::Sender<()>,
         keeper: JoinHandle<Result<(), StoreError>>,
     ) -> Self {
-        let fence = Fence::leader(info.token);
+        let fence = info.fence();
         Leadership { info, fence, lost, stop: Some(stop), keeper: Some(keeper) }
     }
 
@@ -65,7 +79,7 @@ impl Leadership {
     }
 
     /// Whether leadership has ended (lease expired, store unreachable for
-    /// longer than the lease, leader key deleted).
+    /// longer than the lease, election key deleted).
     pub fn is_lost(&self) -> bool {
         *self.lost.borrow()
     }

@@ -80,8 +80,10 @@ pub struct WatchEvent {
     pub changes: Vec<Change>,
 }
 
-/// The key, relative to the cluster, under which the leader is recorded:
-/// the `key` of every [`Fence::Leader`] that [`Leadership::fence`] returns.
+/// Where leadership is recorded, relative to the cluster. In etcd it is the
+/// name of the election (`/<cluster>/leader`, see [`etcd::election`]) whose
+/// candidates hold the keys `leader/<lease id>`: a leader's fence names its
+/// own key. In the local store it is the `key` of every leader's fence.
 pub const LEADER_KEY: &str = "leader";
 
 /// The condition a write is fenced by: who may write.
@@ -92,8 +94,9 @@ pub enum Fence {
     /// The write succeeds only while the leader key exists with this create
     /// revision: a leader that lost its lease can no longer write.
     Leader {
-        /// The leader key relative to the cluster ([`LEADER_KEY`]; in etcd
-        /// `/<cluster>/leader`).
+        /// The leader key relative to the cluster: in etcd the leader's
+        /// election key `leader/<lease id>` (`/<cluster>/leader/<lease id>`),
+        /// in the local store [`LEADER_KEY`].
         key: String,
         /// The create revision of that key when leadership was won: the
         /// fencing token.
@@ -102,7 +105,10 @@ pub enum Fence {
 }
 
 impl Fence {
-    /// The fence of the leader that won leadership with `token`.
+    /// A fence on [`LEADER_KEY`] with `token`: the fence of the local
+    /// store's leader that won with `token`. (In etcd each leader has a key
+    /// of its own: take its fence from [`Leadership::fence`] or
+    /// [`LeaderInfo::fence`].)
     pub fn leader(token: i64) -> Self {
         Fence::Leader { key: LEADER_KEY.to_owned(), token }
     }
@@ -295,9 +301,14 @@ pub trait TopologyStore: Send + Sync + 'static {
     /// leadership. The leadership lasts until it is resigned or dropped, or
     /// until the store stops hearing from this process for `ttl` (etcd: the
     /// lease expires); [`Leadership::lost`] tells when it ends.
+    ///
+    /// In etcd this takes part in the election shardd campaigns in
+    /// ([`etcd::election`]): it wins only when the election has no
+    /// candidate, and a shardd member that campaigns later waits for it.
     fn try_lead<'a>(&'a self, candidate: &'a str, ttl: Duration) -> StoreFuture<'a, Option<Leadership>>;
 
-    /// The current leader, if any.
+    /// The current leader, if any: in etcd the election's leader, whether
+    /// it won through [`TopologyStore::try_lead`] or campaigned (shardd).
     fn leader(&self) -> StoreFuture<'_, Option<LeaderInfo>>;
 
     /// Reads a document of a collection (`jobs`, `clients`, …). Collections

@@ -76,7 +76,8 @@ impl Layout {
         format!("{}docs/{collection}/{id}", self.root)
     }
 
-    /// `/<cluster>/<key>`, e.g. the leader key `/<cluster>/leader`.
+    /// `/<cluster>/<key>`, e.g. a leader's election key
+    /// `/<cluster>/leader/<lease id>`.
     pub(super) fn relative(&self, key: &str) -> String {
         format!("{}{key}", self.root)
     }
@@ -162,7 +163,8 @@ mod tests {
         assert!(
             matches!(layout.parse(first.as_bytes()), Some(TopologyKey::Chunk { boundary, .. }) if boundary.is_empty())
         );
-        for other in ["/prod/leader", "/prod/docs/jobs/a", "/other/keyspaces/users", "/prod/ranges/users/g/x"] {
+        let others = ["/prod/leader", "/prod/leader/694d7a3c1f2e0b11", "/prod/docs/jobs/a", "/other/keyspaces/users"];
+        for other in others.into_iter().chain(["/prod/ranges/users/g/x"]) {
             assert_eq!(layout.parse(other.as_bytes()), None, "{other}");
         }
         assert_eq!(prefix_end("/prod/"), b"/prod0");

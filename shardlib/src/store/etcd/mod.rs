@@ -9,7 +9,7 @@
 //! | `/<cluster>/keyspaces/<keyspace>` | the keyspace's meta document (JSON): settings, shards, and for `hash_range` and `key_order` keyspaces the index of its range chunks |
 //! | `/<cluster>/ranges/<keyspace>/<generation>/@<boundary>` | one chunk of the keyspace's ranges (text, at most ~192 KiB) |
 //! | `/<cluster>/docs/<collection>/<id>` | a document (JSON), e.g. a job |
-//! | `/<cluster>/leader` | the leader (JSON `{"candidate": …}`), bound to the leader's lease |
+//! | `/<cluster>/leader/<lease id>` | a candidate of etcd's election `/<cluster>/leader`, bound to its lease; the oldest leads (see [`election`]). The value is the candidate's name (shardd's `{"member_id", "address"}`) |
 //!
 //! - The **epoch** is the etcd revision. A keyspace's version (what
 //!   [`Expect::Version`] compares) is the `mod_revision` of its meta key:
@@ -34,8 +34,8 @@
 //! - Every transaction stays under 1 MiB of keys and values and 100
 //!   operations (etcd's defaults are 1.5 MiB and 128).
 //! - **Fencing**: a write fenced by [`Fence::Leader`] compares the
-//!   `create_revision` of `/<cluster>/<key>` (the leader key) with the
-//!   token, in the same transaction.
+//!   `create_revision` of `/<cluster>/<key>` (the leader's election key,
+//!   `leader/<lease id>`) with the token, in the same transaction.
 //! - A **snapshot** reads the meta documents page by page at one revision
 //!   (that of the first response), then the chunks of each keyspace's
 //!   current generation at that same revision.
@@ -80,9 +80,9 @@
 //! into chunks of ~64 KiB, and a chunk left without ranges is deleted.
 
 mod chunks;
+pub mod election;
 mod kv;
 mod layout;
-mod lease;
 mod meta;
 mod read;
 mod watch;
@@ -393,11 +393,11 @@ impl TopologyStore for EtcdStore {
     }
 
     fn try_lead<'a>(&'a self, candidate: &'a str, ttl: Duration) -> StoreFuture<'a, Option<Leadership>> {
-        Box::pin(lease::try_lead(self, candidate, ttl))
+        Box::pin(election::try_lead(self, candidate, ttl))
     }
 
     fn leader(&self) -> StoreFuture<'_, Option<LeaderInfo>> {
-        Box::pin(lease::leader(self))
+        Box::pin(election::leader(self))
     }
 
     fn get_document<'a>(&'a self, collection: &'a str, id: &'a str) -> StoreFuture<'a, Option<Document>> {

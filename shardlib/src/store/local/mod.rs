@@ -444,7 +444,8 @@ impl TopologyStore for LocalStore {
                 return Ok(None);
             }
             let token = self.bump(&mut state, |_| {}).await?;
-            let info = LeaderInfo { candidate: candidate.to_owned(), token: token.0 as i64 };
+            let info =
+                LeaderInfo { candidate: candidate.to_owned(), key: LEADER_KEY.to_owned(), token: token.0 as i64 };
             state.leader = Some(info.clone());
             drop(state);
             let (lost_tx, lost_rx) = watch::channel(false);
