@@ -5,6 +5,7 @@
 #                      for etcd-client's build)
 #   etcd-server        (the integration tests start real etcd servers)
 #   postgresql         (initdb and pg_ctl, for real PostgreSQL servers)
+#   openssl            (throwaway CAs and certificates for the etcd TLS tests)
 # Installing uses apt-get, as root or through sudo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +14,7 @@ missing=()
 command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
 [ -e /usr/include/google/protobuf/descriptor.proto ] || missing+=(libprotobuf-dev)
 command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   missing+=(postgresql)
 fi

@@ -73,6 +73,10 @@ pub enum Command {
     Topology(TopologyCommand),
     /// Show the cluster: leader, members, epoch. Exits 1 when there is no leader.
     Status,
+    /// List the services registered in the store (e.g. watchers started
+    /// with register_as): the epoch each reports, whether it lags behind
+    /// the latest topology change, and when it last reported.
+    Clients,
     /// Print every topology change as it happens: epoch, what changed, when.
     Watch(WatchArgs),
     /// Print a shell completion script.

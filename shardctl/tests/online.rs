@@ -215,6 +215,51 @@ async fn watch_prints_every_change_as_it_happens() {
     cluster.handle.shutdown().await.unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_shows_who_follows_the_topology_and_who_lags() {
+    use shardlib::watch::{Source, TopologyWatcher, WatchOptions};
+    let cluster = Cluster::start().await;
+    let files = tempfile::tempdir().unwrap();
+    let keyspace_file = write_keyspace(files.path());
+    let store = cluster.handle.store().clone();
+    // A service that follows the store and reports its epoch, and one
+    // stuck at epoch 1 (with a connection string in what it reports).
+    let options = WatchOptions { register_as: Some("users-api-1".into()), ..WatchOptions::named("users-api") };
+    let watcher = TopologyWatcher::start(Source::Store(store.clone()), options).await.unwrap();
+    let stuck = serde_json::json!({"epoch": 1, "db": "postgres://app:s3cret@db0/users"});
+    let _stuck = store.register_client("batch-7", stuck, std::time::Duration::from_secs(10)).await.unwrap();
+
+    let created = cluster.json(&["keyspace", "create", "users", "--file", &keyspace_file]).await;
+    let epoch = created["epoch"].as_u64().unwrap();
+    // The watcher reports the new epoch soon after it installs it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let listed = loop {
+        let listed = cluster.json(&["clients"]).await;
+        let caught_up = listed["topology_epoch"] == epoch && listed["clients"][1]["epoch"] == epoch;
+        if caught_up {
+            break listed;
+        }
+        assert!(std::time::Instant::now() < deadline, "the watcher did not report epoch {epoch}: {listed}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let ids: Vec<&str> = listed["clients"].as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["batch-7", "users-api-1"]);
+    assert_eq!(listed["clients"][0]["behind"], true);
+    assert_eq!(listed["clients"][1]["behind"], false);
+    assert_eq!(listed["clients"][1]["value"]["watcher"], "users-api");
+    assert_eq!(listed["clients"][0]["value"]["db"], "postgres://app:***@db0/users");
+    let table = cluster.ok(&["clients"]).await;
+    let row = |id: &str| table.lines().find(|l| l.starts_with(id)).unwrap_or_default().split_whitespace().take(3);
+    assert_eq!(row("batch-7").collect::<Vec<_>>(), ["batch-7", "1", "yes"], "{table}");
+    assert_eq!(row("users-api-1").collect::<Vec<_>>(), ["users-api-1", &epoch.to_string(), "no"], "{table}");
+
+    // A watcher that shuts down removes its registration.
+    watcher.shutdown().await;
+    let listed = cluster.json(&["clients"]).await;
+    assert_eq!(listed["clients"].as_array().unwrap().len(), 1, "{listed}");
+    cluster.handle.shutdown().await.unwrap();
+}
+
 #[test]
 fn an_unreachable_shardd_is_a_clear_error() {
     // A port that was just free: nothing listens there.

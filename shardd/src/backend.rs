@@ -47,12 +47,16 @@ pub enum ServerError {
 }
 
 impl ServerError {
-    /// The process exit code: 2 for bad configuration or an invalid stored
-    /// topology, 1 otherwise.
+    /// The process exit code: 2 for bad configuration (including a store
+    /// configuration that cannot work, such as TLS files that cannot be
+    /// read) or an invalid stored topology, 1 otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
             ServerError::Config(_) => 2,
-            ServerError::Store { source: StoreError::Invalid(_) | StoreError::InvalidName(_), .. } => 2,
+            ServerError::Store {
+                source: StoreError::Invalid(_) | StoreError::InvalidName(_) | StoreError::Config { .. },
+                ..
+            } => 2,
             _ => 1,
         }
     }
@@ -84,6 +88,8 @@ pub(crate) async fn open_store(config: &Config) -> Result<Arc<dyn TopologyStore>
     Ok(store)
 }
 
+/// The store's etcd configuration: endpoints, credentials, TLS. The
+/// election client is made from it too, so both connect alike.
 fn etcd_store_config(config: &Config) -> Result<EtcdConfig, ServerError> {
     let etcd = &config.etcd;
     let mut store = EtcdConfig::new(etcd.endpoints.clone(), config.cluster.clone());
@@ -91,12 +97,12 @@ fn etcd_store_config(config: &Config) -> Result<EtcdConfig, ServerError> {
     if let (Some(user), Some(password)) = (&etcd.username, config.etcd_password()?) {
         store = store.with_user(user.clone(), password.expose());
     }
-    if etcd.ca_file.is_some() || etcd.cert_file.is_some() {
+    if let Some(ca_file) = &etcd.ca_file {
         store.tls = Some(TlsConfig {
-            ca_file: etcd.ca_file.clone(),
+            ca_file: ca_file.clone(),
             cert_file: etcd.cert_file.clone(),
             key_file: etcd.key_file.clone(),
-            domain: None,
+            domain: etcd.tls_domain.clone(),
         });
     }
     Ok(store)
@@ -123,47 +129,21 @@ pub(crate) async fn start_election(
 /// A client for the election alone. No request timeout: a campaign waits
 /// as long as another member leads. HTTP/2 keep-alives and
 /// `require_leader` make calls fail fast when the etcd member is cut off.
+/// Credentials and TLS are the store's ([`EtcdConfig::client_options`]).
 async fn election_client(config: &Config) -> Result<etcd_client::Client, ServerError> {
     let etcd = &config.etcd;
-    let mut options = etcd_client::ConnectOptions::new()
+    let base = etcd_client::ConnectOptions::new()
         .with_connect_timeout(etcd.dial_timeout.get())
         .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
         .with_keep_alive_while_idle(true)
         .with_require_leader(true);
-    if let (Some(user), Some(password)) = (&etcd.username, config.etcd_password()?) {
-        options = options.with_user(user.clone(), password.expose());
-    }
-    options = with_tls(options, config)?;
+    let options = etcd_store_config(config)?
+        .client_options(base)
+        .map_err(|source| ServerError::Store { kind: StoreKind::Etcd.as_str(), source })?;
     let connecting = etcd_client::Client::connect(&etcd.endpoints, Some(options));
     match tokio::time::timeout(etcd.dial_timeout.get() * 2, connecting).await {
         Ok(Ok(client)) => Ok(client),
         Ok(Err(error)) => Err(ServerError::Election(error.to_string())),
         Err(_) => Err(ServerError::Election(format!("etcd did not answer within {}", etcd.dial_timeout))),
     }
-}
-
-#[cfg(feature = "etcd-tls")]
-fn with_tls(options: etcd_client::ConnectOptions, config: &Config) -> Result<etcd_client::ConnectOptions, ServerError> {
-    use etcd_client::{Certificate, Identity, TlsOptions};
-    let etcd = &config.etcd;
-    let Some(ca) = &etcd.ca_file else {
-        return Ok(options);
-    };
-    let read = |path: &std::path::Path| {
-        std::fs::read(path).map_err(|e| ServerError::Election(format!("cannot read {}: {e}", path.display())))
-    };
-    let mut tls = TlsOptions::new().ca_certificate(Certificate::from_pem(read(ca)?));
-    if let (Some(cert), Some(key)) = (&etcd.cert_file, &etcd.key_file) {
-        tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
-    }
-    Ok(options.with_tls(tls))
-}
-
-#[cfg(not(feature = "etcd-tls"))]
-fn with_tls(
-    options: etcd_client::ConnectOptions,
-    _config: &Config,
-) -> Result<etcd_client::ConnectOptions, ServerError> {
-    // Validation refuses TLS options in a build without TLS.
-    Ok(options)
 }

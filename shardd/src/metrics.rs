@@ -159,7 +159,7 @@ pub fn store_error_kind(error: &StoreError) -> &'static str {
         StoreError::NotFound { .. } => "not_found",
         StoreError::Invalid(_) | StoreError::InvalidName(_) => "invalid",
         StoreError::Unauthorized { .. } => "unauthorized",
-        StoreError::Backend { .. } => "backend",
+        StoreError::Backend { .. } | StoreError::Config { .. } => "backend",
     }
 }
 

@@ -22,7 +22,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use shardlib::store::{Expect, Fence, Snapshot, StoreError, TopologyStore};
+use shardlib::store::{ClientInfo, Expect, Fence, Snapshot, StoreError, TopologyStore};
 use shardlib::topology::{Keyspace, Shard, ShardState, TopologyError};
 use shardlib::{Epoch, KeyspaceName, ShardId, Topology};
 
@@ -147,6 +147,11 @@ impl TopologyService {
             self.metrics.store_error(error);
         }
         result
+    }
+
+    /// The live client registrations, ordered by id.
+    pub async fn clients(&self) -> Result<Vec<ClientInfo>, ServiceError> {
+        Ok(self.counted(self.store.list_clients().await)?)
     }
 
     /// The current topology.

@@ -25,6 +25,11 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 pub struct WatchState {
     /// The latest epoch seen (`None` before the first snapshot).
     pub epoch: Option<Epoch>,
+    /// The epoch of the latest topology change seen: of the last watch
+    /// event, or after a snapshot the newest keyspace version in it (`None`
+    /// before the first snapshot, or while the topology is empty). A client
+    /// that reports an older epoch lags behind (`GET /v1/clients`).
+    pub changed: Option<Epoch>,
     /// Whether the watch is connected and up to date.
     pub current: bool,
     /// The last failure, while not current.
@@ -81,7 +86,8 @@ async fn run(
             Ok(snapshot) => {
                 let epoch = snapshot.topology.epoch;
                 metrics.observe_epoch(epoch.0);
-                tx.send_replace(WatchState { epoch: Some(epoch), current: true, error: None });
+                let changed = snapshot.versions.values().max().copied();
+                tx.send_replace(WatchState { epoch: Some(epoch), changed, current: true, error: None });
                 tracing::debug!(%epoch, "watching the topology store");
                 let mut events = store.watch(epoch);
                 loop {
@@ -93,7 +99,7 @@ async fn run(
                         Some(Ok(event)) => {
                             let epoch = event.snapshot.topology.epoch;
                             metrics.observe_epoch(epoch.0);
-                            tx.send_modify(|s| s.epoch = Some(epoch));
+                            tx.send_modify(|s| (s.epoch, s.changed) = (Some(epoch), Some(epoch)));
                             backoff = MIN_BACKOFF;
                         }
                         Some(Err(error)) => {

@@ -4,6 +4,12 @@
 //!
 //! The `etcd` binary is `$ETCD_BIN` if set, else `etcd` on `$PATH`, else
 //! `/usr/bin/etcd` (Debian's `etcd-server` package, version 3.4).
+//!
+//! Client URLs are plain `http://` unless [`EtcdOptions::client_tls`] asks
+//! for TLS ([`ClientTls`]: `https://` client URLs, optionally requiring
+//! client certificates).
+
+mod tls;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -14,6 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rustix::process::Signal;
 use tempfile::TempDir;
 
+pub use self::tls::ClientTls;
 use crate::error::{FixtureError, Result};
 use crate::http::{http_get, http_post_json};
 use crate::ports::free_port;
@@ -47,6 +54,8 @@ pub struct EtcdOptions {
     pub startup_timeout: Duration,
     /// More command-line arguments, appended after the fixture's own.
     pub extra_args: Vec<String>,
+    /// TLS on the client URLs; `None` (the default): plain `http://`.
+    pub client_tls: Option<ClientTls>,
 }
 
 impl Default for EtcdOptions {
@@ -57,6 +66,7 @@ impl Default for EtcdOptions {
             log_level: "error".to_owned(),
             startup_timeout: Duration::from_secs(60),
             extra_args: Vec::new(),
+            client_tls: None,
         }
     }
 }
@@ -76,6 +86,9 @@ pub struct EtcdServer {
     binary: PathBuf,
     client_port: u16,
     peer_port: u16,
+    /// With [`EtcdOptions::client_tls`]: a plain-http port serving
+    /// `/health`, for the fixture's own checks.
+    metrics_port: Option<u16>,
     base_dir: PathBuf,
     args: Vec<String>,
     options: EtcdOptions,
@@ -124,7 +137,7 @@ impl EtcdServer {
         let lone = !initial_cluster.contains(',');
         let heartbeat = options.heartbeat_interval.unwrap_or(Duration::from_millis(if lone { 10 } else { 50 }));
         let election = options.election_timeout.unwrap_or(Duration::from_millis(if lone { 100 } else { 500 }));
-        let client_url = client_url(client_port);
+        let client_url = client_url(options, client_port);
         let peer_url = peer_url(peer_port);
         let data_dir = base_dir.join("data");
         let mut args: Vec<String> = [
@@ -147,12 +160,21 @@ impl EtcdServer {
         .into_iter()
         .map(|(flag, value)| format!("{flag}={value}"))
         .collect();
+        let metrics_port = match &options.client_tls {
+            Some(tls) => {
+                let metrics_port = free_port()?;
+                args.extend(tls.args(metrics_port));
+                Some(metrics_port)
+            }
+            None => None,
+        };
         args.extend(options.extra_args.iter().cloned());
         Ok(EtcdServer {
             name,
             binary: binary.to_owned(),
             client_port,
             peer_port,
+            metrics_port,
             base_dir,
             args,
             options: options.clone(),
@@ -166,9 +188,19 @@ impl EtcdServer {
         &self.name
     }
 
-    /// The client URL, e.g. `http://127.0.0.1:41234`, for etcd clients.
+    /// The client URL, e.g. `http://127.0.0.1:41234` (`https://` with
+    /// [`EtcdOptions::client_tls`]), for etcd clients.
     pub fn endpoint(&self) -> String {
-        client_url(self.client_port)
+        client_url(&self.options, self.client_port)
+    }
+
+    /// Where the fixture asks for `/health`: the client URL, or with TLS
+    /// the plain-http metrics URL.
+    fn health_endpoint(&self) -> String {
+        match self.metrics_port {
+            Some(port) => format!("http://127.0.0.1:{port}"),
+            None => self.endpoint(),
+        }
     }
 
     /// The client port on 127.0.0.1.
@@ -209,7 +241,7 @@ impl EtcdServer {
     /// Whether the member answers `GET /health` with `{"health":"true"}`,
     /// which needs a leader, so a member without quorum is not healthy.
     pub fn is_healthy(&self) -> bool {
-        health(&self.endpoint()).is_ok()
+        health(&self.health_endpoint()).is_ok()
     }
 
     /// Waits until the member reports healthy, for at most the options'
@@ -294,7 +326,7 @@ impl EtcdServer {
         if let Step::Abort(err) = self.check_running() {
             return Step::Abort(err);
         }
-        match health(&self.endpoint()) {
+        match health(&self.health_endpoint()) {
             Ok(()) => Step::Done(()),
             Err(reason) => Step::Retry(Some(format!("{}: {reason}", self.name))),
         }
@@ -472,7 +504,7 @@ impl EtcdCluster {
 
     /// The index of the current leader, as the running members report it
     /// (`/v3/maintenance/status`). Waits for one, for at most the startup
-    /// timeout.
+    /// timeout. Needs plain-http client URLs (no [`EtcdOptions::client_tls`]).
     pub fn leader(&self) -> Result<usize> {
         let what = format!("a leader among the running members of {}", self.describe());
         poll(self.options.startup_timeout, &what, || {
@@ -517,8 +549,9 @@ struct MemberSpec {
     base_dir: PathBuf,
 }
 
-fn client_url(port: u16) -> String {
-    format!("http://127.0.0.1:{port}")
+fn client_url(options: &EtcdOptions, port: u16) -> String {
+    let scheme = if options.client_tls.is_some() { "https" } else { "http" };
+    format!("{scheme}://127.0.0.1:{port}")
 }
 
 fn peer_url(port: u16) -> String {

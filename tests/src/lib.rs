@@ -56,7 +56,7 @@ mod process;
 pub mod wait;
 
 pub use error::{FixtureError, Result};
-pub use etcd::{EtcdCluster, EtcdOptions, EtcdServer};
+pub use etcd::{ClientTls, EtcdCluster, EtcdOptions, EtcdServer};
 pub use http::{HttpResponse, http_get, http_post_json};
 pub use ports::free_port;
 pub use postgres::{PostgresOptions, PostgresServer};

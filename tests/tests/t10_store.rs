@@ -3,9 +3,11 @@
 //! a real etcd started by the fixtures (one server per test, so that a
 //! compaction in one test cannot touch another).
 //!
-//! Each case is an `async fn(&dyn TopologyStore)`; the `suite!` macro makes
+//! Each case is an `async fn(Arc<dyn TopologyStore>)` (the client
+//! registration cases live in `t10_store_support/clients.rs`); the `suite!` macro makes
 //! one `#[tokio::test]` per case and backend (`local::case`, `etcd::case`).
-//! The etcd-only cases (a million ranges, a member restart) follow.
+//! The etcd-only cases (a million ranges, a member restart) follow; the
+//! etcd-only client case (an outage) is in `t10_store_support/clients.rs`.
 
 mod t10_store_support;
 
@@ -14,6 +16,10 @@ use std::sync::Arc;
 use futures_util::StreamExt as _;
 use shardlib::Epoch;
 use shardlib::store::{Change, Expect, Fence, StoreError, TopologyStore, WatchStream};
+use t10_store_support::clients::{
+    clients_expire_when_their_holder_dies, clients_register_update_list_and_close,
+    clients_replaced_registrations_stay_with_the_new_holder, clients_watchers_register_and_report_their_epoch,
+};
 use t10_store_support::{
     STEP_TIMEOUT, SendError, TestResult, etcd_store, key_order_keyspace, keyspace, local_store, name, next_event,
     ring_keyspace, split_first, within,
@@ -53,6 +59,10 @@ suite!(
     watch_delivers_every_version_in_order,
     watch_after_compaction_is_compacted,
     documents_crud_with_cas,
+    clients_register_update_list_and_close,
+    clients_expire_when_their_holder_dies,
+    clients_replaced_registrations_stay_with_the_new_holder,
+    clients_watchers_register_and_report_their_epoch,
 );
 
 type Store = Arc<dyn TopologyStore>;

@@ -1,5 +1,6 @@
 //! One module per subcommand; [`run`] dispatches.
 
+mod clients;
 mod keyspace;
 mod route;
 mod shard;
@@ -82,6 +83,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
             Command::Shard(command) => shard::run(command, &online).await,
             Command::Topology(command) => topology::run(command, &online).await,
             Command::Status => status::run(&online).await,
+            Command::Clients => clients::run(&online).await,
             Command::Watch(args) => watch::run(&args, &online).await,
             Command::Completions { .. } => unreachable!("handled above"),
         }

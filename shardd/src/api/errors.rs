@@ -123,7 +123,9 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound { .. } => ApiError::new(StatusCode::NOT_FOUND, "not_found", message),
             StoreError::Invalid(_) => ApiError::invalid_topology(message),
             StoreError::InvalidName(_) => ApiError::invalid_input(message),
-            StoreError::Backend { .. } => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "store_error", message),
+            StoreError::Backend { .. } | StoreError::Config { .. } => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "store_error", message)
+            }
         }
     }
 }

@@ -11,12 +11,14 @@
 //! | `PUT /v1/keyspaces/{name}/shards/{id}/state` | [`keyspaces`] |
 //! | `GET /v1/topology[?epoch=N]` | [`keyspaces`] |
 //! | `GET /v1/watch[?after=N]` (server-sent events) | [`watch`] |
+//! | `GET /v1/clients` | [`clients`] |
 //! | `GET /metrics`, `/health/live`, `/health/ready` | [`status`] |
 //!
 //! Every `/v1` route requires the bearer token when one is configured
 //! ([`auth`]); a follower forwards writes to the leader ([`forward`]).
 
 pub mod auth;
+pub mod clients;
 pub mod errors;
 pub mod forward;
 pub mod keyspaces;
@@ -77,6 +79,7 @@ pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
         .route("/v1/keyspaces/{name}/shards/{id}/state", put(keyspaces::set_shard_state))
         .route("/v1/topology", get(keyspaces::topology))
         .route("/v1/watch", get(watch::watch))
+        .route("/v1/clients", get(clients::list))
         // Layers run bottom-up: the token is checked before anything is forwarded.
         .route_layer(middleware::from_fn_with_state(state.clone(), forward::forward_writes))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token));

@@ -142,7 +142,8 @@ pub struct EtcdOptions {
     pub password_file: Option<PathBuf>,
 
     /// CA certificate (PEM) to verify etcd's TLS certificate; enables TLS
-    /// (builds with the `etcd-tls` feature).
+    /// (builds with the `etcd-tls` feature, on by default); every endpoint
+    /// must then be `https://`.
     #[arg(id = "etcd_ca_file", long = "etcd-ca-file", env = "SHARDD_ETCD_CA_FILE", value_name = "FILE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<PathBuf>,
@@ -156,6 +157,12 @@ pub struct EtcdOptions {
     #[arg(id = "etcd_key_file", long = "etcd-key-file", env = "SHARDD_ETCD_KEY_FILE", value_name = "FILE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key_file: Option<PathBuf>,
+
+    /// Name expected in etcd's server certificates when it is not the
+    /// endpoints' host (e.g. endpoints given by IP address).
+    #[arg(id = "etcd_tls_domain", long = "etcd-tls-domain", env = "SHARDD_ETCD_TLS_DOMAIN", value_name = "NAME")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_domain: Option<String>,
 
     /// How long connecting to etcd may take.
     #[arg(id = "etcd_dial_timeout", long = "etcd-dial-timeout", env = "SHARDD_ETCD_DIAL_TIMEOUT")]

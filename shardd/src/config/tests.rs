@@ -118,8 +118,14 @@ fn invalid_options_are_named() {
             other => panic!("{args:?}: expected an invalid {key}, got {other:?}"),
         }
     }
-    let tls = load(&["--store", "etcd", "--etcd-ca-file", "/etc/hostname"]);
+    let tls = load(&["--store", "etcd", "--etcd-endpoints", "https://e:2379", "--etcd-ca-file", "/etc/hostname"]);
     assert_eq!(tls.is_ok(), cfg!(feature = "etcd-tls"), "{tls:?}");
+    if cfg!(feature = "etcd-tls") {
+        let plain = load(&["--store", "etcd", "--etcd-ca-file", "/etc/hostname"]).unwrap_err().to_string();
+        assert!(plain.contains("etcd.endpoints") && plain.contains("http://127.0.0.1:2379 is plain http"), "{plain}");
+        let domain = load(&["--store", "etcd", "--etcd-tls-domain", "etcd.internal"]).unwrap_err().to_string();
+        assert!(domain.contains("etcd.ca_file") && domain.contains("etcd.tls_domain"), "{domain}");
+    }
     let err = load(&["--lease-ttl", "1s"]).unwrap_err().to_string();
     assert!(err.contains("--lease-ttl") && err.contains("SHARDD_LEASE_TTL"), "{err}");
 }

@@ -85,8 +85,17 @@ impl Config {
                 ));
             }
         }
+        if let Some(plain) = etcd.endpoints.iter().find(|e| e.starts_with("http://"))
+            && etcd.ca_file.is_some()
+        {
+            return Err(ConfigError::invalid(
+                "etcd.endpoints",
+                format!("{plain} is plain http while etcd.ca_file enables TLS: use https:// endpoints"),
+            ));
+        }
         let wants_tls = etcd.ca_file.is_some()
             || etcd.cert_file.is_some()
+            || etcd.tls_domain.is_some()
             || etcd.endpoints.iter().any(|e| e.starts_with("https://"));
         if wants_tls && !cfg!(feature = "etcd-tls") {
             return Err(ConfigError::invalid(
@@ -113,6 +122,14 @@ impl Config {
         }
         if etcd.cert_file.is_some() && etcd.ca_file.is_none() {
             return Err(ConfigError::invalid("etcd.ca_file", "is required with a client certificate"));
+        }
+        if let Some(domain) = &etcd.tls_domain {
+            if domain.trim().is_empty() {
+                return Err(ConfigError::invalid("etcd.tls_domain", "is empty"));
+            }
+            if etcd.ca_file.is_none() {
+                return Err(ConfigError::invalid("etcd.ca_file", "is required with etcd.tls_domain"));
+            }
         }
         positive("etcd.dial_timeout", etcd.dial_timeout.get())
     }

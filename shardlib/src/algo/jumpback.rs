@@ -81,9 +81,23 @@ pub fn jump_back_hash(key: u64, buckets: u32) -> u32 {
     if buckets <= 1 {
         return 0;
     }
+    jump_back_hash_masked(key, buckets, range_bits(buckets))
+}
+
+/// `2^(⌊log2(n − 1)⌋ + 1) − 1`: one bit per power-of-two range below `n`
+/// (for `n ≥ 2`). Depends only on `n`, so [`JumpBack`] computes it once.
+#[inline]
+const fn range_bits(buckets: u32) -> u32 {
+    u32::MAX >> (buckets - 1).leading_zeros()
+}
+
+/// [`jump_back_hash`] for `buckets ≥ 2`, with `range_bits(buckets)` given.
+#[inline]
+fn jump_back_hash_masked(key: u64, buckets: u32, range_bits: u32) -> u32 {
+    debug_assert!(buckets >= 2);
     let mut state = key.wrapping_add(GOLDEN_GAMMA);
     let r = mix64(state);
-    let mut x = ((r ^ (r >> 32)) as u32) & (u32::MAX >> (buckets - 1).leading_zeros());
+    let mut x = ((r ^ (r >> 32)) as u32) & range_bits;
     loop {
         if x == 0 {
             return 0;
@@ -121,6 +135,8 @@ pub fn jump_back_hash(key: u64, buckets: u32) -> u32 {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct JumpBack {
     buckets: u32,
+    /// `range_bits(buckets)`, or 0 for one bucket (every key maps to 0).
+    range_bits: u32,
 }
 
 impl JumpBack {
@@ -129,14 +145,18 @@ impl JumpBack {
         if buckets == 0 {
             return Err(AlgoError::NoBuckets { algorithm: "jump_back" });
         }
-        Ok(JumpBack { buckets })
+        let range_bits = if buckets == 1 { 0 } else { range_bits(buckets) };
+        Ok(JumpBack { buckets, range_bits })
     }
 }
 
 impl Placement for JumpBack {
     #[inline]
     fn place(&self, id: KeyspaceId) -> u32 {
-        jump_back_hash(id.0, self.buckets)
+        if self.range_bits == 0 {
+            return 0;
+        }
+        jump_back_hash_masked(id.0, self.buckets, self.range_bits)
     }
 
     #[inline]
@@ -169,6 +189,18 @@ mod tests {
         ];
         for (key, n, want) in cases {
             assert_eq!(jump_back_hash(key, n), want, "key {key:#x}, n {n}");
+        }
+    }
+
+    #[test]
+    fn placement_agrees_with_the_function() {
+        let mut key = 7u64;
+        for n in (1..=2050).chain([u32::MAX - 1, u32::MAX]) {
+            let placement = JumpBack::new(n).unwrap();
+            for _ in 0..8 {
+                key = mix64(key.wrapping_add(GOLDEN_GAMMA));
+                assert_eq!(placement.place(KeyspaceId(key)), jump_back_hash(key, n), "key {key:#x}, n {n}");
+            }
         }
     }
 

@@ -14,8 +14,10 @@
 //!
 //! Besides the topology, a store keeps versioned [`Document`]s (jobs and the
 //! like), grants leadership ([`TopologyStore::try_lead`], whose
-//! [`Leadership::fence`] fences the leader's writes) and forgets old history
-//! on request ([`TopologyStore::compact`]).
+//! [`Leadership::fence`] fences the leader's writes), keeps [client
+//! registrations](clients) that live as long as their holder
+//! ([`TopologyStore::register_client`], [`TopologyStore::list_clients`])
+//! and forgets old history on request ([`TopologyStore::compact`]).
 //!
 //! # Epochs and watch events
 //!
@@ -23,7 +25,9 @@
 //! the epoch. A [`WatchEvent`] is delivered for each epoch at which a
 //! keyspace changed, in order; epochs at which only documents or leadership
 //! changed make no watch event (a snapshot read at such an epoch still
-//! reports it as its `topology.epoch`).
+//! reports it as its `topology.epoch`). Client registrations are not
+//! versioned: in etcd they take revisions like any write, in the local
+//! store they take none.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -36,9 +40,11 @@ use futures_core::Stream;
 use crate::id::{Epoch, InvalidName, KeyspaceName, validate_name};
 use crate::topology::{Keyspace, Topology, TopologyError};
 
+pub mod clients;
 mod leader;
 pub mod local;
 
+pub use clients::{ClientInfo, Registration};
 pub use leader::{LeaderInfo, Leadership};
 
 #[cfg(feature = "etcd")]
@@ -178,6 +184,15 @@ pub enum StoreError {
     /// [`validate_name`]).
     #[error(transparent)]
     InvalidName(#[from] InvalidName),
+    /// The store cannot be used as configured (etcd: no endpoints, TLS
+    /// settings that do not fit the endpoints or that this build cannot
+    /// use, unreadable certificate files). Fix the configuration; retrying
+    /// does not help.
+    #[error("topology store configuration: {message}")]
+    Config {
+        /// What is wrong, naming the setting or file.
+        message: String,
+    },
     /// Anything else the backend reported.
     #[error("topology store error: {message}")]
     Backend {
@@ -338,4 +353,20 @@ pub trait TopologyStore: Send + Sync + 'static {
         expect: Expect,
         fence: &'a Fence,
     ) -> StoreFuture<'a, Epoch>;
+
+    /// Registers this process as client `id` (a name: 1 to 64 characters
+    /// from `[A-Za-z0-9_.-]`) reporting `value`, for as long as the returned
+    /// [`Registration`] lives, and at most `ttl` (whole seconds, at least
+    /// one) after the process stops renewing it (etcd: a lease; the local
+    /// store: an in-process deadline). Replaces a registration of the same
+    /// id. Not fenced: any process may register. See [`clients`].
+    fn register_client<'a>(
+        &'a self,
+        id: &'a str,
+        value: serde_json::Value,
+        ttl: Duration,
+    ) -> StoreFuture<'a, Registration>;
+
+    /// The live client registrations, ordered by id.
+    fn list_clients(&self) -> StoreFuture<'_, Vec<ClientInfo>>;
 }

@@ -51,6 +51,10 @@
 //! # Ok(()) }
 //! ```
 //!
+//! With [`WatchOptions::register_as`], a store watcher also registers
+//! itself as a client of the store, reporting its installed epoch, so that
+//! operators can see which services lag (shardd's `GET /v1/clients`).
+//!
 //! Metrics go through the `metrics` facade (names in [`telemetry`]); the
 //! library installs no exporter.
 
@@ -58,6 +62,7 @@ mod backoff;
 mod error;
 mod file_source;
 mod options;
+mod registration;
 #[cfg(feature = "shardd-source")]
 mod shardd_source;
 #[cfg(feature = "shardd-source")]
@@ -97,6 +102,8 @@ pub struct TopologyWatcher {
     commands: mpsc::Sender<Command>,
     shutdown: watch::Sender<bool>,
     task: Option<JoinHandle<()>>,
+    /// Keeps the client registration ([`WatchOptions::register_as`]).
+    registration: Option<JoinHandle<()>>,
 }
 
 impl TopologyWatcher {
@@ -153,9 +160,28 @@ impl TopologyWatcher {
         let (commands, commands_rx) = mpsc::channel(16);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let span = tracing::info_span!("topology_watcher", watcher = %options.name, source = source.kind());
+        let registration = match (&options.register_as, &source) {
+            (None, _) => None,
+            (Some(id), Source::Store(store)) => {
+                let reporter = registration::Reporter {
+                    store: Arc::clone(store),
+                    id: id.clone(),
+                    ttl: options.registration_ttl,
+                    name: options.name.clone(),
+                    updates: updates.clone(),
+                    shutdown: shutdown.subscribe(),
+                    backoff: (options.backoff_min, options.backoff_max),
+                };
+                Some(runtime.spawn(reporter.run().instrument(span.clone())))
+            }
+            (Some(_), other) => {
+                let reason = format!("register_as needs a store source, not {}", other.kind());
+                return Err(WatchError::InvalidOptions { reason });
+            }
+        };
         let mut ctx = Ctx::new(Arc::clone(&shared), options, updates_tx, events_tx, shutdown_rx, commands_rx);
         let task = runtime.spawn(async move { run(source, &mut ctx, fail_fast).await }.instrument(span));
-        Ok(TopologyWatcher { shared, updates, events, commands, shutdown, task: Some(task) })
+        Ok(TopologyWatcher { shared, updates, events, commands, shutdown, task: Some(task), registration })
     }
 
     /// The router, always the newest installed topology. Lookups through
@@ -280,11 +306,15 @@ impl TopologyWatcher {
         self.shared.source_kind
     }
 
-    /// Stops the task and waits for it to end.
+    /// Stops the task and waits for it to end (and for the client
+    /// registration, if any, to be removed).
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
         if let Some(task) = self.task.take() {
             let _ = task.await;
+        }
+        if let Some(registration) = self.registration.take() {
+            let _ = registration.await;
         }
     }
 }
@@ -305,6 +335,10 @@ impl Drop for TopologyWatcher {
         let _ = self.shutdown.send(true);
         if let Some(task) = self.task.take() {
             task.abort();
+        }
+        // Dropping the registration removes it in the background.
+        if let Some(registration) = self.registration.take() {
+            registration.abort();
         }
     }
 }

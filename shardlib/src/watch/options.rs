@@ -111,6 +111,18 @@ pub struct WatchOptions {
     /// How many updates [`TopologyWatcher::updates`](super::TopologyWatcher::updates)
     /// buffers for a slow receiver before it lags (1024).
     pub update_buffer: usize,
+    /// Store source: register the watcher as a client of the store under
+    /// this id (`/<cluster>/clients/<id>` in etcd), reporting
+    /// `{"watcher": <name>, "epoch": <installed epoch>}` after every
+    /// install, so that operators see which services lag (shardd's
+    /// `GET /v1/clients`). A name: 1 to 64 characters from
+    /// `[A-Za-z0-9_.-]`; give each process its own (e.g. service name and
+    /// host). `None` (the default) registers nothing. Other sources refuse
+    /// it.
+    pub register_as: Option<String>,
+    /// How long a registration outlives a process that died without
+    /// removing it (10 s; whole seconds).
+    pub registration_ttl: Duration,
 }
 
 impl Default for WatchOptions {
@@ -125,6 +137,8 @@ impl Default for WatchOptions {
             health_check_interval: Some(Duration::from_secs(10)),
             idle_timeout: Some(Duration::from_secs(60)),
             update_buffer: 1024,
+            register_as: None,
+            registration_ttl: Duration::from_secs(10),
         }
     }
 }
@@ -159,6 +173,12 @@ impl WatchOptions {
         if self.update_buffer == 0 {
             return invalid("update_buffer is zero");
         }
+        if let Some(Err(error)) = self.register_as.as_deref().map(|id| crate::id::validate_name("register_as", id)) {
+            return invalid(&error.to_string());
+        }
+        if self.registration_ttl < Duration::from_secs(1) {
+            return invalid("registration_ttl is shorter than 1s");
+        }
         Ok(())
     }
 }
@@ -176,6 +196,8 @@ mod tests {
         let options = WatchOptions { update_buffer: 0, ..WatchOptions::default() };
         assert!(options.validate().is_err());
         assert!(WatchOptions::named(" ").validate().is_err());
+        let options = WatchOptions { register_as: Some("users api".into()), ..WatchOptions::default() };
+        assert!(options.validate().unwrap_err().to_string().contains("register_as"));
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Helpers of the store suite (`t10_store.rs`): stores on both backends,
 //! keyspaces to write, bounded waits, and the etcd member-restart scenario.
 
+pub mod clients;
+
 use std::error::Error;
 use std::future::Future;
 use std::time::Duration;

@@ -280,6 +280,13 @@ pub(super) fn map_error(e: etcd_client::Error, endpoints: &str) -> StoreError {
     let unavailable = |detail: &str| StoreError::Unavailable { message: format!("etcd at {endpoints}: {detail}") };
     match e {
         etcd_client::Error::GRpcStatus(status) => {
+            // A connection that failed (refused, TLS handshake, a TLS alert
+            // right after it) comes back as an unavailable, cancelled or
+            // unknown status whose cause is in its sources.
+            let transport = [code::UNAVAILABLE, code::CANCELLED, code::UNKNOWN].contains(&(status.code() as i32));
+            if let Some(cause) = std::error::Error::source(&status).filter(|_| transport) {
+                return unavailable(&connect_failure(status.message().to_owned(), Some(cause)));
+            }
             let message = status.message().to_owned();
             let auth = ["authentication failed", "invalid auth token", "permission denied", "user name is empty"]
                 .iter()
@@ -299,8 +306,49 @@ pub(super) fn map_error(e: etcd_client::Error, endpoints: &str) -> StoreError {
                 _ => StoreError::Backend { message: format!("etcd: {message}") },
             }
         }
-        etcd_client::Error::TransportError(e) => unavailable(&format!("cannot connect: {e}")),
+        etcd_client::Error::TransportError(e) => {
+            unavailable(&connect_failure(e.to_string(), std::error::Error::source(&e)))
+        }
         etcd_client::Error::IoError(e) => unavailable(&format!("i/o error: {e}")),
         other => StoreError::Backend { message: format!("etcd: {other}") },
+    }
+}
+
+/// Why the connection failed (to open, or in the middle of a stream): the
+/// error and its causes (tonic says only "transport error" at the top),
+/// and a hint when it was the TLS handshake.
+fn connect_failure(mut text: String, mut source: Option<&(dyn std::error::Error + 'static)>) -> String {
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text = format!("{text}: {cause_text}");
+        }
+        source = cause.source();
+    }
+    let lower = text.to_ascii_lowercase();
+    if ["certificate", "tls", "handshake", "unknownissuer"].iter().any(|m| lower.contains(m)) {
+        format!("tls handshake failed ({text}); check the ca certificate, the servers' certificates and their names")
+    } else {
+        format!("connection failed: {text}")
+    }
+}
+
+/// A first request over TLS whose connection etcd closed at once: with
+/// TLS 1.3 that is how a refused client certificate (or a missing one)
+/// shows, since the client has finished its side of the handshake before
+/// the server checks it. Says so.
+pub(super) fn hint_refused_certificate(error: StoreError) -> StoreError {
+    match error {
+        StoreError::Unavailable { message }
+            if ["connection closed", "connection reset", "broken pipe"].iter().any(|m| message.contains(m)) =>
+        {
+            StoreError::Unavailable {
+                message: format!(
+                    "{message}; etcd closed the tls connection at once: it may have refused this client's \
+                     certificate (or its absence)"
+                ),
+            }
+        }
+        other => other,
     }
 }

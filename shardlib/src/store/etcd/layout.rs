@@ -76,6 +76,16 @@ impl Layout {
         format!("{}docs/{collection}/{id}", self.root)
     }
 
+    /// `/<cluster>/clients/`: every client registration.
+    pub(super) fn clients(&self) -> String {
+        format!("{}clients/", self.root)
+    }
+
+    /// `/<cluster>/clients/<id>`.
+    pub(super) fn client(&self, id: &str) -> String {
+        format!("{}clients/{id}", self.root)
+    }
+
     /// `/<cluster>/<key>`, e.g. a leader's election key
     /// `/<cluster>/leader/<lease id>`.
     pub(super) fn relative(&self, key: &str) -> String {
@@ -163,7 +173,13 @@ mod tests {
         assert!(
             matches!(layout.parse(first.as_bytes()), Some(TopologyKey::Chunk { boundary, .. }) if boundary.is_empty())
         );
-        let others = ["/prod/leader", "/prod/leader/694d7a3c1f2e0b11", "/prod/docs/jobs/a", "/other/keyspaces/users"];
+        let others = [
+            "/prod/leader",
+            "/prod/leader/694d7a3c1f2e0b11",
+            "/prod/docs/jobs/a",
+            "/prod/clients/users-api-1",
+            "/other/keyspaces/users",
+        ];
         for other in others.into_iter().chain(["/prod/ranges/users/g/x"]) {
             assert_eq!(layout.parse(other.as_bytes()), None, "{other}");
         }

@@ -9,6 +9,7 @@
 //! | `/<cluster>/keyspaces/<keyspace>` | the keyspace's meta document (JSON): settings, shards, and for `hash_range` and `key_order` keyspaces the index of its range chunks |
 //! | `/<cluster>/ranges/<keyspace>/<generation>/@<boundary>` | one chunk of the keyspace's ranges (text, at most ~192 KiB) |
 //! | `/<cluster>/docs/<collection>/<id>` | a document (JSON), e.g. a job |
+//! | `/<cluster>/clients/<id>` | a client registration, bound to its holder's lease: `{"format": 1, "value": …, "ttl_ms", "updated_at_ms"}` (see [`crate::store::clients`]) |
 //! | `/<cluster>/leader/<lease id>` | a candidate of etcd's election `/<cluster>/leader`, bound to its lease; the oldest leads (see [`election`]). The value is the candidate's name (shardd's `{"member_id", "address"}`) |
 //!
 //! - The **epoch** is the etcd revision. A keyspace's version (what
@@ -39,7 +40,9 @@
 //! - A **snapshot** reads the meta documents page by page at one revision
 //!   (that of the first response), then the chunks of each keyspace's
 //!   current generation at that same revision.
-//! - A **watch** is one etcd watch on `/<cluster>/` from `after + 1`; it
+//! - A **watch** is one etcd watch on the topology keys (`/<cluster>/keyspaces/`
+//!   to the end of `/<cluster>/ranges/`, so that frequent client
+//!   registrations never reach it) from `after + 1`; it
 //!   applies events to an in-memory copy of the keyspace keys and emits one
 //!   [`WatchEvent`](crate::store::WatchEvent) per revision that changed a
 //!   meta document.
@@ -80,6 +83,8 @@
 //! into chunks of ~64 KiB, and a chunk left without ranges is deleted.
 
 mod chunks;
+mod clients;
+mod config;
 pub mod election;
 mod kv;
 mod layout;
@@ -90,107 +95,25 @@ mod write;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// The etcd client crate, re-exported for administration and tests.
 pub use etcd_client;
 
+pub use self::config::{EtcdConfig, TlsConfig};
 pub use self::kv::WriteStats;
-use self::kv::{EtcdError, Kv, map_error};
+use self::kv::{EtcdError, Kv, hint_refused_certificate, map_error};
 use self::layout::Layout;
 use super::{
-    Document, Expect, Fence, LEADER_KEY, LeaderInfo, Leadership, Snapshot, StoreError, StoreFuture, TopologyStore,
-    WatchStream,
+    ClientInfo, Document, Expect, Fence, LEADER_KEY, LeaderInfo, Leadership, Registration, Snapshot, StoreError,
+    StoreFuture, TopologyStore, WatchStream,
 };
 use crate::id::{Epoch, KeyspaceName, validate_name};
-use crate::topology::{Keyspace, redact};
+use crate::topology::Keyspace;
 
 /// How long to wait for etcd to name its compaction revision.
 const COMPACTION_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// How to reach etcd, and which cluster to keep there.
-#[derive(Clone)]
-pub struct EtcdConfig {
-    /// Client URLs of the etcd members, e.g. `http://10.0.0.1:2379`.
-    pub endpoints: Vec<String>,
-    /// The cluster's name: the key prefix `/<cluster>/`.
-    pub cluster: String,
-    /// User name, when etcd has authentication enabled.
-    pub username: Option<String>,
-    /// Password of `username`. Never printed.
-    pub password: Option<String>,
-    /// TLS settings for `https://` endpoints.
-    pub tls: Option<TlsConfig>,
-    /// How long connecting to an endpoint may take.
-    pub connect_timeout: Duration,
-    /// How long one request may take.
-    pub request_timeout: Duration,
-}
-
-/// TLS files for `https://` endpoints.
-///
-/// This build's etcd client is compiled without TLS support:
-/// [`EtcdStore::connect`] rejects a configuration with TLS settings or
-/// `https://` endpoints with a clear error.
-#[derive(Clone, Debug, Default)]
-pub struct TlsConfig {
-    /// CA certificate (PEM) to verify the servers with.
-    pub ca_file: Option<PathBuf>,
-    /// Client certificate (PEM), for mutual TLS.
-    pub cert_file: Option<PathBuf>,
-    /// Client private key (PEM), for mutual TLS.
-    pub key_file: Option<PathBuf>,
-    /// The name to expect in the servers' certificates.
-    pub domain: Option<String>,
-}
-
-impl EtcdConfig {
-    /// Default connect timeout.
-    pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-    /// Default request timeout.
-    pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-
-    /// A configuration with default timeouts, no credentials and no TLS.
-    pub fn new(endpoints: impl IntoIterator<Item = impl Into<String>>, cluster: impl Into<String>) -> Self {
-        EtcdConfig {
-            endpoints: endpoints.into_iter().map(Into::into).collect(),
-            cluster: cluster.into(),
-            username: None,
-            password: None,
-            tls: None,
-            connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
-            request_timeout: Self::DEFAULT_REQUEST_TIMEOUT,
-        }
-    }
-
-    /// Sets the credentials.
-    pub fn with_user(mut self, username: impl Into<String>, password: impl Into<String>) -> Self {
-        self.username = Some(username.into());
-        self.password = Some(password.into());
-        self
-    }
-
-    /// The endpoints for messages, with any password in a URL redacted.
-    fn endpoints_text(&self) -> String {
-        self.endpoints.iter().map(|e| redact(e)).collect::<Vec<_>>().join(", ")
-    }
-}
-
-impl fmt::Debug for EtcdConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("EtcdConfig")
-            .field("endpoints", &self.endpoints_text())
-            .field("cluster", &self.cluster)
-            .field("username", &self.username)
-            .field("password", &self.password.as_ref().map(|_| "***"))
-            .field("tls", &self.tls)
-            .field("connect_timeout", &self.connect_timeout)
-            .field("request_timeout", &self.request_timeout)
-            .finish()
-    }
-}
 
 /// The chunks of one keyspace as last read or written, valid while its
 /// meta key keeps `mod_revision`.
@@ -216,28 +139,26 @@ struct Inner {
 
 impl EtcdStore {
     /// Connects to etcd and checks that it answers (and accepts the
-    /// credentials). Fails with [`StoreError::Unavailable`] naming the
-    /// endpoints when none answers, with [`StoreError::Unauthorized`] when
-    /// the credentials are refused.
+    /// credentials). Fails with [`StoreError::Config`] when the
+    /// configuration cannot work (no endpoints, `https://` without TLS
+    /// settings or the other way round, unreadable TLS files, TLS in a build
+    /// without the feature `etcd-tls`: see [`EtcdConfig::client_options`]),
+    /// with [`StoreError::Unavailable`] naming the endpoints when none
+    /// answers (the message says so when the TLS handshake failed, e.g. a
+    /// server certificate that the CA did not sign), and with
+    /// [`StoreError::Unauthorized`] when the credentials are refused.
     pub async fn connect(config: EtcdConfig) -> Result<EtcdStore, StoreError> {
         validate_name("cluster name", &config.cluster)?;
         let endpoints = config.endpoints_text();
         if config.endpoints.is_empty() {
-            return Err(StoreError::Backend { message: "no etcd endpoints configured".to_owned() });
+            return Err(StoreError::Config { message: "no etcd endpoints configured".to_owned() });
         }
-        if config.tls.is_some() || config.endpoints.iter().any(|e| e.starts_with("https://")) {
-            return Err(StoreError::Backend {
-                message: format!("etcd at {endpoints}: tls is not supported by this build of shardlib"),
-            });
-        }
-        let mut options = etcd_client::ConnectOptions::new()
+        let base = etcd_client::ConnectOptions::new()
             .with_connect_timeout(config.connect_timeout)
             .with_timeout(config.request_timeout)
             .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
             .with_require_leader(true);
-        if let Some(username) = &config.username {
-            options = options.with_user(username.clone(), config.password.clone().unwrap_or_default());
-        }
+        let options = config.client_options(base)?;
         let deadline = config.connect_timeout + config.request_timeout;
         let connecting = etcd_client::Client::connect(&config.endpoints, Some(options));
         let client = match tokio::time::timeout(deadline, connecting).await {
@@ -250,6 +171,7 @@ impl EtcdStore {
         // The client connects lazily: one read shows whether etcd answers.
         match tokio::time::timeout(deadline, kv.get(&layout.relative(LEADER_KEY), 0)).await {
             Ok(Ok(_)) => {}
+            Ok(Err(e)) if config.tls.is_some() => return Err(hint_refused_certificate(etcd_error(&kv, e))),
             Ok(Err(e)) => return Err(etcd_error(&kv, e)),
             Err(_) => return Err(timed_out(&endpoints, deadline)),
         }
@@ -427,5 +349,18 @@ impl TopologyStore for EtcdStore {
         fence: &'a Fence,
     ) -> StoreFuture<'a, Epoch> {
         Box::pin(write::put_document(self, collection, id, None, expect, fence))
+    }
+
+    fn register_client<'a>(
+        &'a self,
+        id: &'a str,
+        value: serde_json::Value,
+        ttl: Duration,
+    ) -> StoreFuture<'a, Registration> {
+        Box::pin(clients::register(self, id, value, ttl))
+    }
+
+    fn list_clients(&self) -> StoreFuture<'_, Vec<ClientInfo>> {
+        Box::pin(clients::list(self))
     }
 }

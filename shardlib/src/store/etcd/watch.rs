@@ -1,6 +1,6 @@
-//! The watch: one etcd watch on the cluster's prefix, applied to an
-//! in-memory copy of the topology keys, one event per revision that
-//! changed a keyspace.
+//! The watch: one etcd watch on the cluster's topology keys
+//! (`/<cluster>/keyspaces/` to `/<cluster>/ranges/`), applied to an
+//! in-memory copy of them, one event per revision that changed a keyspace.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
@@ -9,7 +9,7 @@ use etcd_client::{EventType, WatchOptions};
 
 use super::EtcdStore;
 use super::kv::{MAX_RESPONSE_BYTES, map_error};
-use super::layout::TopologyKey;
+use super::layout::{TopologyKey, prefix_end};
 use super::meta::{self, Meta};
 use super::read::{CHUNK_PAGE, corrupt};
 use crate::id::{Epoch, KeyspaceName};
@@ -186,9 +186,13 @@ impl Watcher {
             }
             self.current = Snapshot { topology: Arc::new(topology), versions };
         }
-        let options = WatchOptions::new().with_prefix().with_start_revision(after.0 as i64 + 1);
+        // From `keyspaces/` to the end of `ranges/` (which also spans the
+        // rare `leader/` keys): client registrations and documents, written
+        // often, never reach topology watchers.
+        let end = prefix_end(&inner.layout.all_ranges());
+        let options = WatchOptions::new().with_range(end).with_start_revision(after.0 as i64 + 1);
         let mut client = inner.client.watch_client().max_decoding_message_size(MAX_RESPONSE_BYTES);
-        let stream = client.watch(inner.layout.root(), Some(options)).await.map_err(|e| inner.kv.error(e))?;
+        let stream = client.watch(inner.layout.metas(), Some(options)).await.map_err(|e| inner.kv.error(e))?;
         self.stream = Some(stream);
         Ok(())
     }

@@ -37,6 +37,14 @@
 //! epoch at which leadership was won (the revision is persisted, so tokens
 //! never repeat). The `ttl` is not needed in-process and is ignored.
 //!
+//! # Client registrations
+//!
+//! Registrations live in memory only (they end with the process anyway)
+//! and take no revision. Each has a deadline, its TTL from the last
+//! renewal; its keeper renews it every third of the TTL. A registration
+//! whose keeper stopped (its runtime shut down, the task was starved past
+//! the deadline) is no longer listed once the deadline passes.
+//!
 //! # History
 //!
 //! The last [`HISTORY`] topology changes are kept in memory, so that a
@@ -45,6 +53,7 @@
 //! not persisted), and epochs before a [`TopologyStore::compact`] fail with
 //! [`StoreError::Compacted`].
 
+mod clients;
 mod file;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -57,8 +66,9 @@ use tokio::sync::{Mutex, oneshot, watch};
 
 use self::file::{FileLock, FileRef, KeyspaceRef, StoredDocument};
 use super::{
-    Change, Document, Expect, Fence, LEADER_KEY, LeaderInfo, Leadership, Snapshot, StoreError, StoreFuture,
-    TopologyStore, WatchEvent, WatchStream, describe_found, validate_document_path, validate_keyspace,
+    Change, ClientInfo, Document, Expect, Fence, LEADER_KEY, LeaderInfo, Leadership, Registration, Snapshot,
+    StoreError, StoreFuture, TopologyStore, WatchEvent, WatchStream, describe_found, validate_document_path,
+    validate_keyspace,
 };
 use crate::id::{Epoch, KeyspaceName, validate_name};
 use crate::topology::{Keyspace, Topology};
@@ -97,6 +107,9 @@ struct State {
     /// The changes after `floor`, oldest first.
     history: VecDeque<WatchEvent>,
     leader: Option<LeaderInfo>,
+    /// Client registrations (in memory only: they live as long as this
+    /// process), by id.
+    clients: clients::Clients,
 }
 
 impl LocalStore {
@@ -262,6 +275,7 @@ impl State {
             base,
             history: VecDeque::new(),
             leader: None,
+            clients: clients::Clients::default(),
         }
     }
 
@@ -527,6 +541,19 @@ impl TopologyStore for LocalStore {
             let old = state.documents.get_mut(collection).and_then(|c| c.remove(id));
             self.bump(&mut state, |state| restore_document(state, collection, id, old)).await
         })
+    }
+
+    fn register_client<'a>(
+        &'a self,
+        id: &'a str,
+        value: serde_json::Value,
+        ttl: Duration,
+    ) -> StoreFuture<'a, Registration> {
+        Box::pin(clients::register(self, id, value, ttl))
+    }
+
+    fn list_clients(&self) -> StoreFuture<'_, Vec<ClientInfo>> {
+        Box::pin(clients::list(self))
     }
 }
 
