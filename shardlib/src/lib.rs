@@ -62,6 +62,8 @@ pub mod id;
 pub mod key;
 pub mod range;
 pub mod router;
+#[cfg(feature = "sql")]
+pub mod sql;
 #[cfg(feature = "store")]
 pub mod store;
 pub mod topology;
