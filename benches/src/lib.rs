@@ -93,6 +93,9 @@ impl Default for KeyCycle {
     }
 }
 
+/// Helpers of the whole-system programs in `src/bin/` (propagation, scale).
+pub mod system;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,5 +1,6 @@
 //! The compiled routing table of one keyspace.
 
+use std::collections::HashMap;
 use std::fmt;
 
 use super::batch::ShardBatches;
@@ -98,12 +99,23 @@ impl KeyspaceRouter {
         let live_ids = || live.iter().map(|s| s.id.clone()).collect::<Box<[ShardId]>>();
         let live_weighted = || live.iter().map(|s| (s.id.as_str(), s.weight));
 
-        let owner_of = |range: String, shard: &ShardId, state: RangeState| -> Result<Owner, TopologyError> {
-            let index = keyspace.shards.iter().position(|s| &s.id == shard).ok_or_else(|| {
-                TopologyError::UnknownShard { keyspace: ks.to_owned(), range: range.clone(), shard: shard.to_string() }
+        // Shard ids are unique (checked by `validate_structure` before).
+        let positions: HashMap<&str, usize> =
+            keyspace.shards.iter().enumerate().map(|(i, s)| (s.id.as_str(), i)).collect();
+        // The range is named only in an error: formatting a million names
+        // for nothing took most of the compile of a large keyspace.
+        let owner_of = |range: &dyn fmt::Display, shard: &ShardId, state: RangeState| -> Result<Owner, TopologyError> {
+            let index = positions.get(shard.as_str()).copied().ok_or_else(|| TopologyError::UnknownShard {
+                keyspace: ks.to_owned(),
+                range: range.to_string(),
+                shard: shard.to_string(),
             })?;
             if keyspace.shards[index].state == ShardState::Removed {
-                return Err(TopologyError::RemovedOwner { keyspace: ks.to_owned(), range, shard: shard.to_string() });
+                return Err(TopologyError::RemovedOwner {
+                    keyspace: ks.to_owned(),
+                    range: range.to_string(),
+                    shard: shard.to_string(),
+                });
             }
             Ok(Owner { shard: index as u32, frozen: state == RangeState::Frozen })
         };
@@ -113,14 +125,14 @@ impl KeyspaceRouter {
             Partitioning::HashRange { ranges } => {
                 let assignments = ranges
                     .iter()
-                    .map(|a| Ok((a.range, owner_of(a.range.to_string(), &a.shard, a.state)?)))
+                    .map(|a| Ok((a.range, owner_of(&a.range, &a.shard, a.state)?)))
                     .collect::<Result<Vec<_>, TopologyError>>()?;
                 (all_shards, Placer::HashRange(RangeMap::new(assignments).map_err(range_error)?))
             }
             Partitioning::KeyOrder { ranges } => {
                 let assignments = ranges
                     .iter()
-                    .map(|a| Ok((a.range.clone(), owner_of(a.range.to_string(), &a.shard, a.state)?)))
+                    .map(|a| Ok((a.range.clone(), owner_of(&a.range, &a.shard, a.state)?)))
                     .collect::<Result<Vec<_>, TopologyError>>()?;
                 (all_shards, Placer::KeyOrder(KeyOrderMap::new(assignments).map_err(range_error)?))
             }

@@ -169,6 +169,51 @@ pub(super) fn decode(bytes: &[u8]) -> Result<Vec<Entry>, String> {
     Ok(entries)
 }
 
+/// Decodes a chunk of a `hash_range` keyspace without allocating per
+/// range: calls `push(start, owner, frozen)` for each line, the start as
+/// the keyspace id (see [`super::meta`]: big-endian bytes with trailing zero
+/// bytes dropped, so at most 16 hex digits). Checks what [`decode`] checks.
+pub(super) fn decode_hash(bytes: &[u8], mut push: impl FnMut(u64, &ShardId, bool)) -> Result<(), String> {
+    let text = std::str::from_utf8(bytes).map_err(|_| "chunk is not utf-8".to_owned())?;
+    let body = text.strip_prefix(HEADER).ok_or("chunk does not start with the chunk header")?;
+    let (owners_line, lines) = body.split_once('\n').ok_or("chunk has no owners line")?;
+    let mut names = owners_line.split(' ');
+    if names.next() != Some(OWNERS) {
+        return Err("chunk has no owners line".to_owned());
+    }
+    let owners = names.map(ShardId::new).collect::<Result<Vec<_>, _>>().map_err(|e| format!("chunk owner: {e}"))?;
+    let mut last: Option<u64> = None;
+    for (number, line) in lines.lines().enumerate() {
+        let bad = |what: &str| format!("chunk line {}: {what}", number + 3);
+        let mut fields = line.split(' ');
+        let start = match fields.next() {
+            Some("-") => 0,
+            Some(hex) if !hex.is_empty() && hex.len() <= 16 && hex.len().is_multiple_of(2) => {
+                let value = u64::from_str_radix(hex, 16).map_err(|_| bad("bad start"))?;
+                // `0x40` is `0x4000_0000_0000_0000`.
+                value << (64 - 4 * hex.len() as u32)
+            }
+            _ => return Err(bad("bad start")),
+        };
+        let owner = fields.next().and_then(|i| i.parse::<usize>().ok()).and_then(|i| owners.get(i));
+        let owner = owner.ok_or_else(|| bad("bad owner index"))?;
+        let frozen = match fields.next() {
+            None => false,
+            Some("f") => true,
+            Some(_) => return Err(bad("bad flag")),
+        };
+        if fields.next().is_some() {
+            return Err(bad("extra fields"));
+        }
+        if last.is_some_and(|last| last >= start) {
+            return Err(bad("starts are not increasing"));
+        }
+        last = Some(start);
+        push(start, owner, frozen);
+    }
+    Ok(())
+}
+
 /// Cuts `entries` (sorted by start) into chunks of about
 /// [`TARGET_CHUNK_BYTES`]; the first chunk gets `first_boundary`, the others
 /// the start of their first range.

@@ -186,6 +186,9 @@ pub(super) fn assemble<'a>(
     let Some(index) = &meta.chunks else { return Ok(meta.keyspace) };
     let invalid = |message: String| StoreError::Backend { message };
     let boundaries = index.boundary_bytes().map_err(invalid)?;
+    if matches!(meta.keyspace.partitioning, Partitioning::HashRange { .. }) {
+        return assemble_hash(meta.keyspace, index, &boundaries, chunk).map_err(invalid);
+    }
     let mut entries: Vec<Entry> = Vec::with_capacity(index.ranges.min(1 << 24) as usize);
     for (i, boundary) in boundaries.iter().enumerate() {
         let bytes = chunk(boundary).ok_or_else(|| {
@@ -203,6 +206,50 @@ pub(super) fn assemble<'a>(
         return Err(invalid(format!("the chunks hold {} ranges, the keyspace has {}", entries.len(), index.ranges)));
     }
     join(meta.keyspace, entries).map_err(invalid)
+}
+
+/// [`assemble`] for a `hash_range` keyspace: decodes the chunks straight
+/// into ranges, with one allocation per range (its owner's id).
+fn assemble_hash<'a>(
+    mut keyspace: Keyspace,
+    index: &ChunkIndex,
+    boundaries: &[Vec<u8>],
+    mut chunk: impl FnMut(&[u8]) -> Option<&'a [u8]>,
+) -> Result<Keyspace, String> {
+    let bound = |bytes: &[u8]| hash_start_value(bytes).ok_or_else(|| format!("bad chunk boundary {}", hex(bytes)));
+    let count = index.ranges.min(1 << 24) as usize;
+    let mut starts: Vec<u64> = Vec::with_capacity(count);
+    let mut owners: Vec<(crate::id::ShardId, bool)> = Vec::with_capacity(count);
+    for (i, boundary) in boundaries.iter().enumerate() {
+        let bytes = chunk(boundary)
+            .ok_or_else(|| format!("chunk @{} of generation {} is missing", hex(boundary), index.generation))?;
+        let lo = bound(boundary)?;
+        let hi = boundaries.get(i + 1).map(|next| bound(next)).transpose()?;
+        let before = starts.len();
+        let mut outside = false;
+        chunks::decode_hash(bytes, |start, owner, frozen| {
+            outside |= start < lo || hi.is_some_and(|hi| start >= hi);
+            starts.push(start);
+            owners.push((owner.clone(), frozen));
+        })
+        .map_err(|e| format!("chunk @{}: {e}", hex(boundary)))?;
+        if outside || starts.len() == before {
+            return Err(format!("chunk @{} holds ranges outside its bounds", hex(boundary)));
+        }
+    }
+    if starts.len() as u64 != index.ranges {
+        return Err(format!("the chunks hold {} ranges, the keyspace has {}", starts.len(), index.ranges));
+    }
+    let Partitioning::HashRange { ranges } = &mut keyspace.partitioning else {
+        return Err("not a hash_range keyspace".to_owned());
+    };
+    *ranges = Vec::with_capacity(starts.len());
+    for (i, (shard, frozen)) in owners.into_iter().enumerate() {
+        let range = KeyRange::new(starts[i], starts.get(i + 1).copied()).map_err(|e| e.to_string())?;
+        let state = if frozen { RangeState::Frozen } else { RangeState::Serving };
+        ranges.push(RangeAssignment { range, shard, state });
+    }
+    Ok(keyspace)
 }
 
 #[cfg(test)]
