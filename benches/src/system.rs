@@ -259,6 +259,41 @@ pub fn machine() -> String {
     format!("{cpus} CPUs ({model}), Linux {}, {rustc}", kernel.trim())
 }
 
+/// The shard ids `s000`, `s001`, … of the whole-system programs.
+pub fn shard_ids(shards: u32) -> Result<Vec<shardlib::ShardId>, shardlib::id::InvalidName> {
+    (0..shards).map(|i| shardlib::ShardId::new(format!("s{i:03}"))).collect()
+}
+
+/// A `hash_range` keyspace of `ranges` equal ranges over `shards` shards
+/// ([`shard_ids`]), range `i` on shard `i % shards`.
+pub fn uniform_keyspace(ranges: u32, shards: u32) -> Result<shardlib::topology::Keyspace, shardlib::id::InvalidName> {
+    use shardlib::topology::{Dsn, Keyspace, Labels, Partitioning, RangeAssignment, RangeState, Shard, ShardState};
+    let ids = shard_ids(shards)?;
+    let shards = ids
+        .iter()
+        .map(|id| Shard {
+            id: id.clone(),
+            primary: Dsn::new(format!("postgres://app@{id}.db.invalid:5432/users")),
+            replicas: Vec::new(),
+            labels: Labels::default(),
+            weight: 1,
+            state: ShardState::Serving,
+        })
+        .collect();
+    let ranges = shardlib::KeyRange::uniform(ranges)
+        .into_iter()
+        .enumerate()
+        .map(|(i, range)| RangeAssignment { range, shard: ids[i % ids.len()].clone(), state: RangeState::Serving })
+        .collect();
+    Ok(Keyspace {
+        seed: 0,
+        key_type: Default::default(),
+        tables: Vec::new(),
+        shards,
+        partitioning: Partitioning::HashRange { ranges },
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -50,13 +50,15 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use shardkit_benches::system::{FlagError, Flags, Summary, TempDir, cpu_time, load_average, machine, ms, signed_ms};
+use shardkit_benches::system::{
+    FlagError, Flags, Summary, TempDir, cpu_time, load_average, machine, ms, signed_ms, uniform_keyspace,
+};
 use shardkit_tests::EtcdServer;
 use shardlib::store::etcd::{EtcdConfig, EtcdStore};
 use shardlib::store::local::LocalStore;
 use shardlib::store::{Expect, Fence, TopologyStore};
-use shardlib::topology::{Dsn, Keyspace, Labels, Partitioning, RangeAssignment, RangeState, Shard, ShardState};
-use shardlib::{Epoch, KeyRange, KeyspaceName, ShardId, Source, TopologyUpdate, TopologyWatcher, WatchOptions};
+use shardlib::topology::{Keyspace, Partitioning};
+use shardlib::{Epoch, KeyspaceName, ShardId, Source, TopologyUpdate, TopologyWatcher, WatchOptions};
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::task::JoinSet;
 
@@ -397,34 +399,6 @@ impl WriterState {
     }
 }
 
-/// `ranges` equal ranges over `shards` shards, range `i` on shard `i % shards`.
-fn keyspace(ranges: u32, shards: u32) -> Result<Keyspace, Error> {
-    let ids = (0..shards).map(|i| ShardId::new(format!("s{i:03}"))).collect::<Result<Vec<_>, _>>()?;
-    let shards = ids
-        .iter()
-        .map(|id| Shard {
-            id: id.clone(),
-            primary: Dsn::new(format!("postgres://app@{id}.db.invalid:5432/users")),
-            replicas: Vec::new(),
-            labels: Labels::default(),
-            weight: 1,
-            state: ShardState::Serving,
-        })
-        .collect();
-    let ranges = KeyRange::uniform(ranges)
-        .into_iter()
-        .enumerate()
-        .map(|(i, range)| RangeAssignment { range, shard: ids[i % ids.len()].clone(), state: RangeState::Serving })
-        .collect();
-    Ok(Keyspace {
-        seed: 0,
-        key_type: Default::default(),
-        tables: Vec::new(),
-        shards,
-        partitioning: Partitioning::HashRange { ranges },
-    })
-}
-
 /// The figures of one phase (paced or burst) of one store.
 #[derive(Debug)]
 struct Phase {
@@ -510,7 +484,7 @@ fn measure(
     spec: &StoreSpec,
     etcd: Option<u32>,
 ) -> Result<Vec<Phase>, Error> {
-    let (writer, first) = Writer::start(spec.clone(), keyspace(settings.ranges, settings.shards)?)?;
+    let (writer, first) = Writer::start(spec.clone(), uniform_keyspace(settings.ranges, settings.shards)?)?;
     eprintln!("propagation: keyspace written at epoch {first}; starting {} watchers", settings.watchers);
     let watchers = runtime.block_on(start_watchers(spec, settings.watchers))?;
     let subscribers: Vec<_> = watchers.iter().map(|w| runtime.spawn(collect(w.updates()))).collect();

@@ -35,13 +35,15 @@ use std::collections::BTreeMap;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-use shardkit_benches::system::{FlagError, Flags, Memory, load_average, machine, median, mib, ms};
+use shardkit_benches::system::{
+    FlagError, Flags, Memory, load_average, machine, median, mib, ms, shard_ids, uniform_keyspace,
+};
 use shardkit_tests::EtcdServer;
 use shardlib::store::etcd::etcd_client::GetOptions;
 use shardlib::store::etcd::{EtcdConfig, EtcdStore};
 use shardlib::store::{Expect, Fence, TopologyStore};
-use shardlib::topology::{Dsn, Keyspace, Labels, Partitioning, RangeAssignment, RangeState, Shard, ShardState};
-use shardlib::{KeyRange, KeyspaceId, KeyspaceName, RangeMap, Router, ShardId, Topology};
+use shardlib::topology::Partitioning;
+use shardlib::{KeyRange, KeyspaceId, KeyspaceName, RangeMap, Router, Topology};
 
 const USAGE: &str = "usage: scale [--ranges N] [--shards N] [--loads N]
 
@@ -118,39 +120,6 @@ fn main() -> ExitCode {
     }
 }
 
-/// The shard ids `s000`, `s001`, …
-fn shard_ids(shards: u32) -> Result<Vec<ShardId>, Error> {
-    Ok((0..shards).map(|i| ShardId::new(format!("s{i:03}"))).collect::<Result<Vec<_>, _>>()?)
-}
-
-/// `ranges` equal ranges over `shards` shards, range `i` on shard `i % shards`.
-fn keyspace(ranges: u32, shards: u32) -> Result<Keyspace, Error> {
-    let ids = shard_ids(shards)?;
-    let shards = ids
-        .iter()
-        .map(|id| Shard {
-            id: id.clone(),
-            primary: Dsn::new(format!("postgres://app@{id}.db.invalid:5432/users")),
-            replicas: Vec::new(),
-            labels: Labels::default(),
-            weight: 1,
-            state: ShardState::Serving,
-        })
-        .collect();
-    let ranges = KeyRange::uniform(ranges)
-        .into_iter()
-        .enumerate()
-        .map(|(i, range)| RangeAssignment { range, shard: ids[i % ids.len()].clone(), state: RangeState::Serving })
-        .collect();
-    Ok(Keyspace {
-        seed: 0,
-        key_type: Default::default(),
-        tables: Vec::new(),
-        shards,
-        partitioning: Partitioning::HashRange { ranges },
-    })
-}
-
 /// Times `f`.
 fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
     let started = Instant::now();
@@ -172,7 +141,7 @@ fn run(ranges: u32, shards: u32, loads: usize) -> Result<(), Error> {
     let name = KeyspaceName::new(KEYSPACE)?;
 
     let start_memory = memory();
-    let (keyspace, build) = timed(|| keyspace(ranges, shards));
+    let (keyspace, build) = timed(|| uniform_keyspace(ranges, shards));
     let keyspace = keyspace?;
     let built_memory = memory();
     let mut topology = Topology::new(CLUSTER);

@@ -132,8 +132,9 @@ pub(super) fn encode(entries: &[Entry]) -> Vec<u8> {
     encoder.finish()
 }
 
-/// Decodes a chunk. The error says what is wrong, without the content.
-pub(super) fn decode(bytes: &[u8]) -> Result<Vec<Entry>, String> {
+/// Checks a chunk's header and owners line; returns the owners and the
+/// range lines that follow. The error says what is wrong, without the content.
+fn split_header(bytes: &[u8]) -> Result<(Vec<ShardId>, &str), String> {
     let text = std::str::from_utf8(bytes).map_err(|_| "chunk is not utf-8".to_owned())?;
     let body = text.strip_prefix(HEADER).ok_or("chunk does not start with the chunk header")?;
     let (owners_line, lines) = body.split_once('\n').ok_or("chunk has no owners line")?;
@@ -142,6 +143,12 @@ pub(super) fn decode(bytes: &[u8]) -> Result<Vec<Entry>, String> {
         return Err("chunk has no owners line".to_owned());
     }
     let owners = names.map(ShardId::new).collect::<Result<Vec<_>, _>>().map_err(|e| format!("chunk owner: {e}"))?;
+    Ok((owners, lines))
+}
+
+/// Decodes a chunk. The error says what is wrong, without the content.
+pub(super) fn decode(bytes: &[u8]) -> Result<Vec<Entry>, String> {
+    let (owners, lines) = split_header(bytes)?;
     let mut entries: Vec<Entry> = Vec::with_capacity(lines.len() / 20);
     for (number, line) in lines.lines().enumerate() {
         let bad = |what: &str| format!("chunk line {}: {what}", number + 3);
@@ -174,14 +181,7 @@ pub(super) fn decode(bytes: &[u8]) -> Result<Vec<Entry>, String> {
 /// the keyspace id (see [`super::meta`]: big-endian bytes with trailing zero
 /// bytes dropped, so at most 16 hex digits). Checks what [`decode`] checks.
 pub(super) fn decode_hash(bytes: &[u8], mut push: impl FnMut(u64, &ShardId, bool)) -> Result<(), String> {
-    let text = std::str::from_utf8(bytes).map_err(|_| "chunk is not utf-8".to_owned())?;
-    let body = text.strip_prefix(HEADER).ok_or("chunk does not start with the chunk header")?;
-    let (owners_line, lines) = body.split_once('\n').ok_or("chunk has no owners line")?;
-    let mut names = owners_line.split(' ');
-    if names.next() != Some(OWNERS) {
-        return Err("chunk has no owners line".to_owned());
-    }
-    let owners = names.map(ShardId::new).collect::<Result<Vec<_>, _>>().map_err(|e| format!("chunk owner: {e}"))?;
+    let (owners, lines) = split_header(bytes)?;
     let mut last: Option<u64> = None;
     for (number, line) in lines.lines().enumerate() {
         let bad = |what: &str| format!("chunk line {}: {what}", number + 3);
