@@ -277,6 +277,7 @@ pub fn uniform_keyspace(ranges: u32, shards: u32) -> Result<shardlib::topology::
             replicas: Vec::new(),
             labels: Labels::default(),
             weight: 1,
+            capacity_bytes: None,
             state: ShardState::Serving,
         })
         .collect();

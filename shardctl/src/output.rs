@@ -118,9 +118,9 @@ impl Palette {
     /// A state word colored by what it means.
     pub fn state(&self, state: &str) -> String {
         match state {
-            "serving" | "leader" | "ready" | "yes" => self.good(state),
-            "draining" | "frozen" | "follower" => self.warn(state),
-            "removed" | "none" | "no" => self.bad(state),
+            "serving" | "leader" | "ready" | "yes" | "succeeded" => self.good(state),
+            "draining" | "frozen" | "follower" | "cancelling" | "cancelled" => self.warn(state),
+            "removed" | "none" | "no" | "failed" => self.bad(state),
             other => other.to_owned(),
         }
     }

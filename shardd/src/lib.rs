@@ -25,6 +25,12 @@
 //!   bounded retry on conflict, fencing by leadership.
 //! - [`leader`]: the election (etcd's election API; the local store's own
 //!   leadership) and the fencing token.
+//! - [`mover`]: the jobs that move, split and merge ranges between shard
+//!   databases while services keep writing (leader only).
+//! - [`planner`]: the rebalance planner, a pure function from sizes, load,
+//!   weights and constraints to a plan of splits, moves and merges.
+//! - [`rebalance`]: measure ranges (database sizes, reported load), plan,
+//!   and start the plan's jobs.
 //! - [`watcher`]: the daemon's own watch of the store (epoch, readiness).
 //! - [`metrics`], [`logging`], [`shutdown`].
 //!
@@ -49,6 +55,9 @@ pub mod config;
 pub mod leader;
 pub mod logging;
 pub mod metrics;
+pub mod mover;
+pub mod planner;
+pub mod rebalance;
 mod server;
 pub mod service;
 pub mod shutdown;

@@ -12,6 +12,16 @@
 //! | `shardd_http_requests_total` | counter | `route`, `status` |
 //! | `shardd_http_request_duration_seconds` | histogram | `route` |
 //! | `shardd_store_errors_total` | counter | `kind` (`unavailable`, `conflict`, `fenced`, …) |
+//! | `shardd_job_rows_copied` | gauge | `job`, `keyspace`: rows copied by a running job |
+//! | `shardd_job_rows_total` | gauge | `job`, `keyspace`: rows the job moves (estimate) |
+//! | `shardd_job_backlog` | gauge | `job`, `keyspace`: change-log entries not yet replayed |
+//! | `shardd_job_eta_seconds` | gauge | `job`, `keyspace`: estimated seconds left in the copy |
+//! | `shardd_job_phase` | gauge | `job`, `keyspace`, `phase`: 1 for the phase a running job is in |
+//! | `shardd_jobs_running` | gauge | jobs this leader runs now |
+//! | `shardd_jobs_finished_total` | counter | `kind`, `status` (`succeeded`, `failed`, `cancelled`) |
+//! | `shardd_job_cutover_seconds` | histogram | how long writes to moving ranges paused (freeze → hand-over) |
+//!
+//! A job's series are removed when it ends, so finished jobs do not pile up.
 
 use std::time::Duration;
 
@@ -48,6 +58,40 @@ struct KindLabels {
 
 type HistogramFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct JobLabels {
+    job: String,
+    keyspace: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct JobPhaseLabels {
+    job: String,
+    keyspace: String,
+    phase: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct JobEndLabels {
+    kind: &'static str,
+    status: &'static str,
+}
+
+/// The per-job gauges.
+#[derive(Debug, Default)]
+struct JobMetrics {
+    rows_copied: Family<JobLabels, Gauge>,
+    rows_total: Family<JobLabels, Gauge>,
+    backlog: Family<JobLabels, Gauge>,
+    eta: Family<JobLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    phase: Family<JobPhaseLabels, Gauge>,
+    running: Gauge,
+    finished: Family<JobEndLabels, Counter>,
+}
+
+/// Cutover buckets, in seconds: 5 ms to 10 s.
+const CUTOVER_BUCKETS: [f64; 11] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
 /// The metrics of one server.
 #[derive(Debug)]
 pub struct Metrics {
@@ -58,6 +102,8 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     durations: HistogramFamily,
     store_errors: Family<KindLabels, Counter>,
+    jobs: JobMetrics,
+    cutover: Histogram,
 }
 
 impl Default for Metrics {
@@ -94,7 +140,79 @@ impl Metrics {
         for kind in STORE_ERROR_KINDS {
             drop(store_errors.get_or_create(&KindLabels { kind }));
         }
-        Metrics { registry, leader, epoch, watchers, requests, durations, store_errors }
+        let jobs = JobMetrics::default();
+        registry.register("shardd_job_rows_copied", "Rows copied by a running job", jobs.rows_copied.clone());
+        registry.register("shardd_job_rows_total", "Rows a running job moves (estimate)", jobs.rows_total.clone());
+        registry.register(
+            "shardd_job_backlog",
+            "Change-log entries a running job has not replayed",
+            jobs.backlog.clone(),
+        );
+        registry.register("shardd_job_eta_seconds", "Estimated seconds left in a job's copy", jobs.eta.clone());
+        registry.register("shardd_job_phase", "1 for the phase a running job is in", jobs.phase.clone());
+        registry.register("shardd_jobs_running", "Jobs this leader runs now", jobs.running.clone());
+        registry.register("shardd_jobs_finished", "Jobs that ended, by kind and status", jobs.finished.clone());
+        let cutover = Histogram::new(CUTOVER_BUCKETS);
+        registry.register(
+            "shardd_job_cutover_seconds",
+            "How long writes to moving ranges paused, from freeze to hand-over",
+            cutover.clone(),
+        );
+        Metrics { registry, leader, epoch, watchers, requests, durations, store_errors, jobs, cutover }
+    }
+
+    /// Publishes a running job's progress.
+    pub fn job_progress(&self, job: &crate::mover::Job) {
+        let labels = JobLabels { job: job.id.clone(), keyspace: job.keyspace.to_string() };
+        let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        self.jobs.rows_copied.get_or_create(&labels).set(gauge(job.progress.rows_copied));
+        self.jobs.rows_total.get_or_create(&labels).set(gauge(job.progress.rows_total));
+        self.jobs.backlog.get_or_create(&labels).set(gauge(job.progress.backlog));
+        self.jobs.eta.get_or_create(&labels).set(job.progress.eta_seconds.unwrap_or(0.0));
+        for phase in crate::mover::Phase::ALL {
+            let labels =
+                JobPhaseLabels { job: job.id.clone(), keyspace: job.keyspace.to_string(), phase: phase.as_str() };
+            if phase == job.phase {
+                self.jobs.phase.get_or_create(&labels).set(1);
+            } else {
+                self.jobs.phase.remove(&labels);
+            }
+        }
+    }
+
+    /// Removes a job's series (it stopped running here) and, if it ended,
+    /// counts it.
+    pub fn job_stopped(&self, job: &crate::mover::Job) {
+        let labels = JobLabels { job: job.id.clone(), keyspace: job.keyspace.to_string() };
+        self.jobs.rows_copied.remove(&labels);
+        self.jobs.rows_total.remove(&labels);
+        self.jobs.backlog.remove(&labels);
+        self.jobs.eta.remove(&labels);
+        for phase in crate::mover::Phase::ALL {
+            self.jobs.phase.remove(&JobPhaseLabels {
+                job: job.id.clone(),
+                keyspace: job.keyspace.to_string(),
+                phase: phase.as_str(),
+            });
+        }
+        if job.status.is_terminal() {
+            let kind = match job.kind {
+                crate::mover::JobKind::Move => "move",
+                crate::mover::JobKind::Split => "split",
+                crate::mover::JobKind::Merge => "merge",
+            };
+            self.jobs.finished.get_or_create(&JobEndLabels { kind, status: job.status.as_str() }).inc();
+        }
+    }
+
+    /// Counts the jobs running here.
+    pub fn set_jobs_running(&self, running: usize) {
+        self.jobs.running.set(i64::try_from(running).unwrap_or(i64::MAX));
+    }
+
+    /// Records a cutover pause.
+    pub fn observe_cutover(&self, pause: Duration) {
+        self.cutover.observe(pause.as_secs_f64());
     }
 
     /// Records whether this process leads.

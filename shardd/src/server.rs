@@ -72,20 +72,39 @@ impl Server {
         let (watch_status, watch_task) = watcher::start(store.clone(), metrics.clone(), background.clone());
         let shutdown = CancellationToken::new();
         let leader = election.handle().clone();
+        let service = crate::service::TopologyService::new(
+            store.clone(),
+            config.cluster.clone(),
+            leader.clone(),
+            metrics.clone(),
+        );
+        let (mover, mover_task) = crate::mover::Mover::start(
+            crate::mover::runner::Context {
+                store: store.clone(),
+                service: service.clone(),
+                leader: leader.clone(),
+                metrics: metrics.clone(),
+                options: config.mover.clone(),
+            },
+            background.clone(),
+        );
+        let auto_rebalance = crate::rebalance::start_auto(
+            mover.clone(),
+            service.clone(),
+            leader.clone(),
+            config.rebalance.clone(),
+            background.clone(),
+        );
         let state = Arc::new(AppState {
             cluster: config.cluster.clone(),
             store_kind: config.store,
-            service: crate::service::TopologyService::new(
-                store.clone(),
-                config.cluster.clone(),
-                leader.clone(),
-                metrics.clone(),
-            ),
+            service,
             leader: leader.clone(),
             watch_status: watch_status.clone(),
             metrics: metrics.clone(),
             token,
             forwarder: Forwarder::new(config.forward_timeout.get(), config.max_body_bytes)?,
+            mover,
             keep_alive: config.watch_keep_alive.get(),
             shutdown: shutdown.clone(),
         });
@@ -119,10 +138,16 @@ impl Server {
                     }
                 }
             }
-            // 3. Resign, so that a standby takes over at once.
+            // 3. Stop the job runners at their next check (their jobs stay
+            //    stored; the next leader resumes them), then resign, so
+            //    that a standby takes over at once.
+            background.cancel();
+            mover_task.await.map_err(|e| ServerError::Task(e.to_string()))?;
+            if let Some(task) = auto_rebalance {
+                task.await.map_err(|e| ServerError::Task(e.to_string()))?;
+            }
             election.resign().await;
             // 4. Background tasks.
-            background.cancel();
             watch_task.await.map_err(|e| ServerError::Task(e.to_string()))?;
             tracing::info!("shardd stopped");
             Ok(())

@@ -23,8 +23,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shardlib::store::{ClientInfo, Expect, Fence, Snapshot, StoreError, TopologyStore};
-use shardlib::topology::{Keyspace, Shard, ShardState, TopologyError};
-use shardlib::{Epoch, KeyspaceName, ShardId, Topology};
+use shardlib::topology::{Keyspace, Partitioning, RangeAssignment, RangeState, Shard, ShardState, TopologyError};
+use shardlib::{Epoch, KeyRange, KeyspaceName, ShardId, Topology};
 
 use crate::api::views::owned_ranges;
 use crate::leader::LeaderHandle;
@@ -89,6 +89,34 @@ pub enum ServiceError {
     /// This process is not the leader.
     #[error("this process is not the leader")]
     NotLeader,
+    /// The keyspace does not place keys by hash ranges, so ranges cannot move.
+    #[error("keyspace {keyspace} uses {algorithm}: only hash_range keyspaces have ranges that move")]
+    NotRangePartitioned {
+        /// The keyspace.
+        keyspace: KeyspaceName,
+        /// Its algorithm.
+        algorithm: &'static str,
+    },
+    /// No assignment is exactly this range.
+    #[error("keyspace {keyspace} has no range {range} (its ranges: {})", known.join(", "))]
+    RangeNotFound {
+        /// The keyspace.
+        keyspace: KeyspaceName,
+        /// The range asked for.
+        range: String,
+        /// The keyspace's ranges (at most the first 32).
+        known: Vec<String>,
+    },
+    /// The range is not in the state a step expects (wrong owner, frozen).
+    #[error("keyspace {keyspace}: range {range} {problem}")]
+    RangeState {
+        /// The keyspace.
+        keyspace: KeyspaceName,
+        /// The range.
+        range: String,
+        /// What is wrong, e.g. "is owned by s2, not s1".
+        problem: String,
+    },
     /// Every attempt conflicted with a concurrent write.
     #[error("keyspace {keyspace} kept changing: gave up after {attempts} attempts")]
     Contended {
@@ -258,6 +286,116 @@ impl TopologyService {
         Ok(written)
     }
 
+    /// Sets owner and state of `ranges` (whole assignments of a hash-range
+    /// keyspace), which must be owned by `from` or already by `to`:
+    /// freezing (`from == to`, Frozen), hand-over (`to`, Serving) and
+    /// unfreezing (`from`, Serving) of a move. Idempotent: when every range
+    /// is already as asked, nothing is written.
+    pub async fn set_ranges(
+        &self,
+        name: &KeyspaceName,
+        ranges: &[KeyRange],
+        from: &ShardId,
+        to: &ShardId,
+        state: RangeState,
+    ) -> Result<Written, ServiceError> {
+        let written = self
+            .update(name, ServiceError::InvalidChange, |keyspace| {
+                let assignments = hash_ranges_mut(name, keyspace)?;
+                let mut changed = false;
+                for range in ranges {
+                    let a = find_range(name, assignments, range)?;
+                    if a.shard != *from && a.shard != *to {
+                        return Err(ServiceError::RangeState {
+                            keyspace: name.clone(),
+                            range: range.to_string(),
+                            problem: format!("is owned by {}, not {from}", a.shard),
+                        });
+                    }
+                    if a.shard != *to || a.state != state {
+                        a.shard = to.clone();
+                        a.state = state;
+                        changed = true;
+                    }
+                }
+                Ok(if changed { Outcome::Changed } else { Outcome::Unchanged })
+            })
+            .await?;
+        tracing::info!(keyspace = %name, ranges = ?ranges.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            shard = %to, state = ?state, epoch = %written.epoch, "ranges set");
+        Ok(written)
+    }
+
+    /// Splits the serving range `range` at `at`; both halves keep its owner.
+    /// Idempotent: when the two halves exist already, nothing is written.
+    pub async fn split_range(&self, name: &KeyspaceName, range: KeyRange, at: u64) -> Result<Written, ServiceError> {
+        let (left, right) = range.split_at(at).map_err(|e| ServiceError::RangeState {
+            keyspace: name.clone(),
+            range: range.to_string(),
+            problem: format!("cannot be split: {e}"),
+        })?;
+        self.update(name, ServiceError::InvalidChange, |keyspace| {
+            let assignments = hash_ranges_mut(name, keyspace)?;
+            if assignments.iter().any(|a| a.range == left) && assignments.iter().any(|a| a.range == right) {
+                return Ok(Outcome::Unchanged);
+            }
+            let index = position_of(name, assignments, &range)?;
+            let original = assignments[index].clone();
+            if original.state != RangeState::Serving {
+                return Err(ServiceError::RangeState {
+                    keyspace: name.clone(),
+                    range: range.to_string(),
+                    problem: "is frozen by a move".into(),
+                });
+            }
+            assignments[index].range = left;
+            assignments.insert(index + 1, RangeAssignment { range: right, ..original });
+            Ok(Outcome::Changed)
+        })
+        .await
+    }
+
+    /// Merges neighbouring `ranges` (in key order), which must have one
+    /// owner and be serving. Idempotent: when their union exists, nothing is
+    /// written.
+    pub async fn merge_ranges(&self, name: &KeyspaceName, ranges: &[KeyRange]) -> Result<Written, ServiceError> {
+        let problem = |problem: String| ServiceError::RangeState {
+            keyspace: name.clone(),
+            range: ranges.iter().map(ToString::to_string).collect::<Vec<_>>().join(" + "),
+            problem,
+        };
+        let (Some(first), Some(last)) = (ranges.first(), ranges.last()) else {
+            return Err(problem("cannot be merged: no ranges".into()));
+        };
+        let union = KeyRange::new(first.start(), last.end()).map_err(|e| problem(format!("cannot be merged: {e}")))?;
+        if ranges.windows(2).any(|w| w[0].end() != Some(w[1].start())) {
+            return Err(problem("cannot be merged: they are not neighbours in key order".into()));
+        }
+        self.update(name, ServiceError::InvalidChange, |keyspace| {
+            let assignments = hash_ranges_mut(name, keyspace)?;
+            if assignments.iter().any(|a| a.range == union) {
+                return Ok(Outcome::Unchanged);
+            }
+            let first_index = position_of(name, assignments, first)?;
+            let run = &assignments[first_index..first_index + ranges.len()];
+            if run.iter().zip(ranges).any(|(a, r)| a.range != *r) {
+                return Err(problem("cannot be merged: they are not the keyspace's consecutive ranges".into()));
+            }
+            let owner = &run[0].shard;
+            if run.iter().any(|a| a.shard != *owner || a.state != RangeState::Serving) {
+                let owners: Vec<String> = run.iter().map(|a| a.shard.to_string()).collect();
+                return Err(problem(format!(
+                    "cannot be merged: owners {} (all must be one serving shard)",
+                    owners.join(", ")
+                )));
+            }
+            assignments[first_index].range = union;
+            assignments.drain(first_index + 1..first_index + ranges.len());
+            Ok(Outcome::Changed)
+        })
+        .await
+    }
+
     /// Reads, changes and writes one keyspace with compare-and-set,
     /// retrying on conflict. `invalid` classifies a result that breaks a rule.
     async fn update(
@@ -291,6 +429,54 @@ pub fn keyspace_of<'s>(snapshot: &'s Snapshot, name: &KeyspaceName) -> Result<(&
     let keyspace = snapshot.topology.keyspaces.get(name).ok_or_else(|| ServiceError::KeyspaceNotFound(name.clone()))?;
     let version = snapshot.versions.get(name).copied().unwrap_or(snapshot.topology.epoch);
     Ok((keyspace, version))
+}
+
+/// The range assignments of a hash-range keyspace.
+pub fn hash_ranges<'k>(name: &KeyspaceName, keyspace: &'k Keyspace) -> Result<&'k [RangeAssignment], ServiceError> {
+    match &keyspace.partitioning {
+        Partitioning::HashRange { ranges } => Ok(ranges),
+        other => Err(ServiceError::NotRangePartitioned { keyspace: name.clone(), algorithm: other.algorithm() }),
+    }
+}
+
+fn hash_ranges_mut<'k>(
+    name: &KeyspaceName,
+    keyspace: &'k mut Keyspace,
+) -> Result<&'k mut Vec<RangeAssignment>, ServiceError> {
+    match &mut keyspace.partitioning {
+        Partitioning::HashRange { ranges } => Ok(ranges),
+        other => Err(ServiceError::NotRangePartitioned { keyspace: name.clone(), algorithm: other.algorithm() }),
+    }
+}
+
+/// The assignment that is exactly `range`, or [`ServiceError::RangeNotFound`].
+pub fn find_assignment<'a>(
+    name: &KeyspaceName,
+    assignments: &'a [RangeAssignment],
+    range: &KeyRange,
+) -> Result<&'a RangeAssignment, ServiceError> {
+    assignments.iter().find(|a| a.range == *range).ok_or_else(|| range_not_found(name, assignments, range))
+}
+
+fn find_range<'a>(
+    name: &KeyspaceName,
+    assignments: &'a mut [RangeAssignment],
+    range: &KeyRange,
+) -> Result<&'a mut RangeAssignment, ServiceError> {
+    let index = position_of(name, assignments, range)?;
+    Ok(&mut assignments[index])
+}
+
+fn position_of(name: &KeyspaceName, assignments: &[RangeAssignment], range: &KeyRange) -> Result<usize, ServiceError> {
+    assignments.iter().position(|a| a.range == *range).ok_or_else(|| range_not_found(name, assignments, range))
+}
+
+fn range_not_found(name: &KeyspaceName, assignments: &[RangeAssignment], range: &KeyRange) -> ServiceError {
+    ServiceError::RangeNotFound {
+        keyspace: name.clone(),
+        range: range.to_string(),
+        known: assignments.iter().take(32).map(|a| a.range.to_string()).collect(),
+    }
 }
 
 /// Validates `keyspace` as the only keyspace of a topology of `cluster`.

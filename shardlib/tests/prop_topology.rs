@@ -16,6 +16,7 @@ fn shard(i: usize, weight: u32) -> Shard {
         replicas: vec![],
         labels: Labels { zone: Some(format!("zone-{}", i % 3)), datacenter: None },
         weight,
+        capacity_bytes: None,
         state: ShardState::Serving,
     }
 }

@@ -1,7 +1,11 @@
 //! One module per subcommand; [`run`] dispatches.
 
 mod clients;
+mod job_view;
+mod jobs;
 mod keyspace;
+mod plan_view;
+mod rebalance;
 mod route;
 mod shard;
 mod status;
@@ -25,6 +29,8 @@ pub enum Outcome {
     Success,
     /// The command ran, and the answer to its question is "no" (exit code 1).
     Negative,
+    /// The user stopped the command with Ctrl-C (exit code 130, as for SIGINT).
+    Interrupted,
 }
 
 impl Outcome {
@@ -33,6 +39,7 @@ impl Outcome {
         match self {
             Outcome::Success => ExitCode::SUCCESS,
             Outcome::Negative => ExitCode::from(1),
+            Outcome::Interrupted => ExitCode::from(130),
         }
     }
 }
@@ -85,6 +92,12 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
             Command::Status => status::run(&online).await,
             Command::Clients => clients::run(&online).await,
             Command::Watch(args) => watch::run(&args, &online).await,
+            Command::Move(args) => jobs::run_move(&args, &online).await,
+            Command::Split(args) => jobs::run_split(&args, &online).await,
+            Command::Merge(args) => jobs::run_merge(&args, &online).await,
+            Command::Rebalance(args) => rebalance::run_rebalance(&args, &online).await,
+            Command::Reshard(args) => rebalance::run_reshard(&args, &online).await,
+            Command::Jobs(command) => jobs::run(command, &online).await,
             Command::Completions { .. } => unreachable!("handled above"),
         }
     })

@@ -1,4 +1,5 @@
-//! `shardctl shard add|list|drain|remove`.
+//! `shardctl shard add|list|drain|remove` (drain moves the shard's ranges
+//! away through [`super::rebalance`]).
 
 use serde_json::{Value, json};
 
@@ -42,7 +43,8 @@ pub async fn run(command: ShardCommand, online: &Online) -> anyhow::Result<Outco
                 table.print(out)
             })?;
         }
-        ShardCommand::Drain { id, keyspace } => set_state(online, &keyspace, &id, "draining").await?,
+        ShardCommand::Drain(args) if args.no_move => set_state(online, &args.keyspace, &args.id, "draining").await?,
+        ShardCommand::Drain(args) => return super::rebalance::run_drain(&args, online).await,
         ShardCommand::Remove { id, keyspace } => set_state(online, &keyspace, &id, "removed").await?,
     }
     Ok(Outcome::Success)

@@ -5,13 +5,14 @@
 //! |---|---|
 //! | 400 | `invalid_input` (malformed body, query or name), `invalid_topology` (the keyspace or shard breaks a rule; the message names the range, shard or field) |
 //! | 401 | `unauthorized` (missing or wrong bearer token) |
-//! | 404 | `not_found`, `keyspace_not_found`, `shard_not_found`, `epoch_not_found` |
+//! | 404 | `not_found`, `keyspace_not_found`, `shard_not_found`, `epoch_not_found`, `range_not_found`, `job_not_found` |
 //! | 405 | `method_not_allowed` |
-//! | 409 | `keyspace_exists`, `shard_exists`, `keyspace_not_empty`, `shard_owns_ranges`, `conflict` |
+//! | 409 | `keyspace_exists`, `shard_exists`, `keyspace_not_empty`, `shard_owns_ranges`, `conflict`, `range_busy` (a job moves it, or it is frozen), `job_finished`, `too_late` (cancel after hand-over) |
+//! | 422 | `precheck_failed` (the databases are not fit for the move; nothing changed) |
 //! | 410 | `compacted` (the epoch's history is gone) |
 //! | 413 | `payload_too_large` |
 //! | 500 | `internal`, `store_error` |
-//! | 503 | `store_unavailable`, `not_leader`, `no_leader`, `leader_unreachable` |
+//! | 503 | `store_unavailable`, `not_leader`, `no_leader`, `leader_unreachable`, `database_unavailable` |
 //!
 //! Messages pass through [`redact`] on the way out, so that a connection
 //! string echoed by a parser never shows its password.
@@ -146,6 +147,11 @@ impl From<ServiceError> for ApiError {
             ServiceError::Invalid(_) => ApiError::invalid_topology(message),
             ServiceError::InvalidChange(_) => ApiError::conflict("conflict", message),
             ServiceError::NotLeader => ApiError::unavailable("not_leader", message),
+            ServiceError::NotRangePartitioned { .. } => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_input", message)
+            }
+            ServiceError::RangeNotFound { .. } => ApiError::new(StatusCode::NOT_FOUND, "range_not_found", message),
+            ServiceError::RangeState { .. } => ApiError::conflict("range_busy", message),
             ServiceError::Contended { .. } => ApiError::conflict("conflict", message),
             ServiceError::Store(store) => ApiError::from(store),
         }

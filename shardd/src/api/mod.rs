@@ -12,6 +12,8 @@
 //! | `GET /v1/topology[?epoch=N]` | [`keyspaces`] |
 //! | `GET /v1/watch[?after=N]` (server-sent events) | [`watch`] |
 //! | `GET /v1/clients` | [`clients`] |
+//! | `POST /v1/keyspaces/{name}/jobs`, `POST /v1/keyspaces/{name}/rebalance` | [`jobs`] |
+//! | `GET /v1/jobs[?keyspace=KS]`, `GET /v1/jobs/{id}`, `POST /v1/jobs/{id}/cancel` | [`jobs`] |
 //! | `GET /metrics`, `/health/live`, `/health/ready` | [`status`] |
 //!
 //! Every `/v1` route requires the bearer token when one is configured
@@ -21,6 +23,7 @@ pub mod auth;
 pub mod clients;
 pub mod errors;
 pub mod forward;
+pub mod jobs;
 pub mod keyspaces;
 pub mod status;
 pub mod views;
@@ -34,7 +37,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
+use axum::routing::{get, post, put};
 use tokio_util::sync::CancellationToken;
 
 pub use errors::ApiError;
@@ -63,6 +66,8 @@ pub struct AppState {
     pub token: Option<Secret>,
     /// Forwards writes to the leader.
     pub forwarder: forward::Forwarder,
+    /// The jobs that move data (they run on the leader).
+    pub mover: crate::mover::Mover,
     /// Interval of keep-alive comments on event streams.
     pub keep_alive: Duration,
     /// Cancelled when the server shuts down: event streams end.
@@ -80,6 +85,11 @@ pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
         .route("/v1/topology", get(keyspaces::topology))
         .route("/v1/watch", get(watch::watch))
         .route("/v1/clients", get(clients::list))
+        .route("/v1/keyspaces/{name}/jobs", post(jobs::create))
+        .route("/v1/keyspaces/{name}/rebalance", post(jobs::rebalance))
+        .route("/v1/jobs", get(jobs::list))
+        .route("/v1/jobs/{id}", get(jobs::get_one))
+        .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
         // Layers run bottom-up: the token is checked before anything is forwarded.
         .route_layer(middleware::from_fn_with_state(state.clone(), forward::forward_writes))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token));

@@ -78,6 +78,9 @@ pub struct ShardView<'a> {
     pub labels: &'a Labels,
     /// Relative capacity.
     pub weight: u32,
+    /// Byte limit for the rebalance planner.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capacity_bytes: Option<u64>,
     /// Lifecycle state.
     pub state: ShardState,
     /// The ranges the shard owns (range keyspaces, in shard listings).
@@ -94,6 +97,7 @@ impl<'a> ShardView<'a> {
             replicas: shard.replicas.iter().map(ReplicaView::new).collect(),
             labels: &shard.labels,
             weight: shard.weight,
+            capacity_bytes: shard.capacity_bytes,
             state: shard.state,
             ranges: None,
         }

@@ -88,6 +88,14 @@ pub struct Config {
     #[command(flatten)]
     pub log: LogOptions,
 
+    /// Data moves (jobs).
+    #[command(flatten)]
+    pub mover: MoverOptions,
+
+    /// Automatic rebalancing (off by default).
+    #[command(flatten)]
+    pub rebalance: RebalanceOptions,
+
     /// Interval of keep-alive comments on /v1/watch streams.
     #[arg(long, env = "SHARDD_WATCH_KEEP_ALIVE", default_value = "15s", value_name = "DURATION")]
     pub watch_keep_alive: HumanDuration,
@@ -168,6 +176,92 @@ pub struct EtcdOptions {
     #[arg(id = "etcd_dial_timeout", long = "etcd-dial-timeout", env = "SHARDD_ETCD_DIAL_TIMEOUT")]
     #[arg(default_value = "5s", value_name = "DURATION")]
     pub dial_timeout: HumanDuration,
+}
+
+/// Settings of the mover, the leader's runner of data-moving jobs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Args)]
+#[serde(default, deny_unknown_fields)]
+pub struct MoverOptions {
+    /// Rows per copy chunk, replay batch, verification chunk and cleanup
+    /// batch (a job can ask for its own).
+    #[arg(id = "mover_batch_rows", long = "mover-batch-rows", env = "SHARDD_MOVER_BATCH_ROWS")]
+    #[arg(default_value = "10000", value_name = "ROWS")]
+    pub batch_rows: u64,
+
+    /// Copy throttle in rows per second per job; 0 means unthrottled (a
+    /// job can ask for its own).
+    #[arg(id = "mover_rows_per_second", long = "mover-rows-per-second", env = "SHARDD_MOVER_ROWS_PER_SECOND")]
+    #[arg(default_value = "0", value_name = "ROWS")]
+    pub rows_per_second: u64,
+
+    /// How many jobs run at once; more wait in the queue.
+    #[arg(id = "mover_max_jobs", long = "mover-max-jobs", env = "SHARDD_MOVER_MAX_JOBS")]
+    #[arg(default_value = "2", value_name = "N")]
+    pub max_jobs: usize,
+
+    /// The change-log backlog small enough to fence and cut over.
+    #[arg(id = "mover_cutover_backlog", long = "mover-cutover-backlog", env = "SHARDD_MOVER_CUTOVER_BACKLOG")]
+    #[arg(default_value = "500", value_name = "ENTRIES")]
+    pub cutover_backlog: u64,
+
+    /// How long connecting to a shard database may take.
+    #[arg(id = "mover_connect_timeout", long = "mover-connect-timeout", env = "SHARDD_MOVER_CONNECT_TIMEOUT")]
+    #[arg(default_value = "10s", value_name = "DURATION")]
+    pub connect_timeout: HumanDuration,
+
+    /// How long a failing step is retried (with backoff) before the job fails.
+    #[arg(id = "mover_retry_for", long = "mover-retry-for", env = "SHARDD_MOVER_RETRY_FOR")]
+    #[arg(default_value = "60s", value_name = "DURATION")]
+    pub retry_for: HumanDuration,
+}
+
+impl Default for MoverOptions {
+    fn default() -> Self {
+        Config::default().mover
+    }
+}
+
+/// Automatic rebalancing: the leader plans every `interval`; when a
+/// keyspace's imbalance stays above `threshold` for `sustain`, it starts the
+/// plan's jobs, at most once per `min_gap` per keyspace.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Args)]
+#[serde(default, deny_unknown_fields)]
+pub struct RebalanceOptions {
+    /// Turn automatic rebalancing on.
+    #[arg(id = "rebalance_auto", long = "rebalance-auto", env = "SHARDD_REBALANCE_AUTO")]
+    #[arg(default_value = "false", value_name = "BOOL", action = clap::ArgAction::Set)]
+    pub auto: bool,
+
+    /// How often to measure and plan.
+    #[arg(id = "rebalance_interval", long = "rebalance-interval", env = "SHARDD_REBALANCE_INTERVAL")]
+    #[arg(default_value = "1m", value_name = "DURATION")]
+    pub interval: HumanDuration,
+
+    /// The imbalance (largest cost/share) above which to act.
+    #[arg(id = "rebalance_threshold", long = "rebalance-threshold", env = "SHARDD_REBALANCE_THRESHOLD")]
+    #[arg(default_value = "1.25", value_name = "RATIO")]
+    pub threshold: f64,
+
+    /// How long the imbalance must stay above the threshold.
+    #[arg(id = "rebalance_sustain", long = "rebalance-sustain", env = "SHARDD_REBALANCE_SUSTAIN")]
+    #[arg(default_value = "10m", value_name = "DURATION")]
+    pub sustain: HumanDuration,
+
+    /// The least time between two automatic rebalances of a keyspace.
+    #[arg(id = "rebalance_min_gap", long = "rebalance-min-gap", env = "SHARDD_REBALANCE_MIN_GAP")]
+    #[arg(default_value = "1h", value_name = "DURATION")]
+    pub min_gap: HumanDuration,
+
+    /// What to balance: rows, bytes, load or mix.
+    #[arg(id = "rebalance_cost", long = "rebalance-cost", env = "SHARDD_REBALANCE_COST")]
+    #[arg(default_value = "rows", value_name = "COST")]
+    pub cost: String,
+}
+
+impl Default for RebalanceOptions {
+    fn default() -> Self {
+        Config::default().rebalance
+    }
 }
 
 /// Logging options.

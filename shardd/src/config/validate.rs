@@ -40,6 +40,21 @@ impl Config {
         }
         positive("watch_keep_alive", self.watch_keep_alive.get())?;
         positive("forward_timeout", self.forward_timeout.get())?;
+        if self.mover.batch_rows == 0 || self.mover.batch_rows > 1_000_000 {
+            return Err(ConfigError::invalid("mover.batch_rows", "must be between 1 and 1000000"));
+        }
+        if self.mover.max_jobs == 0 {
+            return Err(ConfigError::invalid("mover.max_jobs", "must be at least 1"));
+        }
+        positive("mover.connect_timeout", self.mover.connect_timeout.get())?;
+        if !(self.rebalance.threshold.is_finite() && self.rebalance.threshold > 1.0) {
+            return Err(ConfigError::invalid("rebalance.threshold", "must be a ratio above 1, e.g. 1.25"));
+        }
+        if !["rows", "bytes", "load", "mix"].contains(&self.rebalance.cost.as_str()) {
+            return Err(ConfigError::invalid("rebalance.cost", "must be rows, bytes, load or mix"));
+        }
+        positive("rebalance.interval", self.rebalance.interval.get())?;
+        positive("mover.retry_for", self.mover.retry_for.get())?;
         if self.max_body_bytes < 1024 {
             return Err(ConfigError::invalid("max_body_bytes", "must be at least 1024"));
         }

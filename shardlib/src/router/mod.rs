@@ -97,6 +97,7 @@ mod tests {
                 replicas: vec![],
                 labels: Labels::default(),
                 weight: 1,
+                capacity_bytes: None,
                 state: ShardState::Serving,
             })
             .collect();

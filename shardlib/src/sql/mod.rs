@@ -44,6 +44,15 @@
 //!   message starts with [`FENCE_MESSAGE_PREFIX`], e.g.
 //!   `SELECT RAISE(ABORT, 'shardkit fenced: range 80-c0')`.
 //!
+//! Row triggers only fire for rows a statement touches, so an `UPDATE` or
+//! `DELETE` that finds nothing on an old owner would pass them. Therefore
+//! [`ShardedPool::execute_for_key`] also checks, inside the write's
+//! transaction and after its statements, that no row of `shardkit_fences`
+//! (the mover's record of fenced ranges, written in the transaction that
+//! installs the triggers) covers the key; one more query per write, two on
+//! a database that has the table. Writes through other paths must do the
+//! same check to be safe against very stale topologies.
+//!
 //! On a fence error, the transaction is rolled back, the write waits (bounded
 //! by `write_wait`) for a newer epoch, and retries **once** on the owner in
 //! that epoch. It never retries on the shard that fenced it under the same
@@ -77,6 +86,8 @@ pub fn is_fence_error(error: &sqlx::Error) -> bool {
         sqlx::Error::Database(db) => {
             db.code().is_some_and(|code| code == FENCE_SQLSTATE) || db.message().starts_with(FENCE_MESSAGE_PREFIX)
         }
+        // The fence-table check of `execute_for_key`.
+        sqlx::Error::Protocol(message) => message.starts_with(FENCE_MESSAGE_PREFIX),
         _ => false,
     }
 }

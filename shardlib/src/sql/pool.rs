@@ -9,7 +9,7 @@ use sqlx::{AnyPool, Connection as _};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::{Credentials, PoolOptions, SqlError, is_fence_error};
+use super::{Credentials, FENCE_MESSAGE_PREFIX, PoolOptions, SqlError, is_fence_error};
 use crate::id::{Epoch, KeyspaceName, ShardId};
 use crate::key::ShardKey;
 use crate::router::Router;
@@ -51,6 +51,8 @@ struct Inner {
     state: watch::Sender<Arc<State>>,
     /// Serializes `apply`, so that pools are never opened twice.
     apply_lock: std::sync::Mutex<()>,
+    /// Operations per (keyspace, range) since the last load report.
+    load: std::sync::Mutex<HashMap<(String, String), u64>>,
 }
 
 /// One sqlx pool per shard database of a topology; cheap to clone.
@@ -150,7 +152,15 @@ impl ShardedPool {
             Self::build(topology, &options, &credentials, &HashMap::new(), &mut ApplyReport::default())?;
         let state = State { topology: Arc::new(topology.clone()), router: Arc::new(router), pools };
         let (state, _) = watch::channel(Arc::new(state));
-        Ok(ShardedPool { inner: Arc::new(Inner { options, credentials, state, apply_lock: Default::default() }) })
+        Ok(ShardedPool {
+            inner: Arc::new(Inner {
+                options,
+                credentials,
+                state,
+                apply_lock: Default::default(),
+                load: Default::default(),
+            }),
+        })
     }
 
     /// The options.
@@ -409,12 +419,16 @@ impl ShardedPool {
             let pool = self.shard_pool(&target.shard, &target.primary);
             let attempt = async {
                 let tx = pool.pool.begin().await?;
-                let (tx, value) = write(tx, target.keyspace_id).await?;
+                let (mut tx, value) = write(tx, target.keyspace_id).await?;
+                check_fence(&mut tx, target.keyspace_id).await?;
                 tx.commit().await?;
                 Ok::<T, sqlx::Error>(value)
             };
             match attempt.await {
-                Ok(value) => return Ok(value),
+                Ok(value) => {
+                    self.count(keyspace, &target.range);
+                    return Ok(value);
+                }
                 Err(error) if is_fence_error(&error) => {
                     if fenced_at.is_some() {
                         return Err(target.fenced(keyspace, error));
@@ -429,6 +443,85 @@ impl ShardedPool {
                 Err(error) => return Err(pool.error(error)),
             }
         }
+    }
+
+    fn count(&self, keyspace: &str, range: &str) {
+        let mut load = self.inner.load.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        *load.entry((keyspace.to_owned(), range.to_owned())).or_insert(0) += 1;
+    }
+
+    /// Counts one operation on `key` for the load report (writes through
+    /// [`ShardedPool::execute_for_key`] count themselves; call this for
+    /// reads you want the rebalancer to see).
+    pub fn record<K: ShardKey + ?Sized>(&self, keyspace: &str, key: &K) {
+        let state = self.inner.state.borrow().clone();
+        if let Ok(router) = state.router.keyspace(keyspace)
+            && let Some(range) = router.lookup(key).range
+        {
+            self.count(keyspace, &range.to_string());
+        }
+    }
+
+    /// Takes the operation counts since the last call:
+    /// `{keyspace: {range: count}}`.
+    pub fn take_load(&self) -> HashMap<String, HashMap<String, u64>> {
+        let counts = std::mem::take(&mut *self.inner.load.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
+        let mut by_keyspace: HashMap<String, HashMap<String, u64>> = HashMap::new();
+        for ((keyspace, range), count) in counts {
+            by_keyspace.entry(keyspace).or_default().insert(range, count);
+        }
+        by_keyspace
+    }
+
+    /// Reports this process's load to shardd's rebalancer: registers as
+    /// client `id` in `store` (bound to a lease: it disappears when the
+    /// process dies) and every `every` replaces the value with
+    /// `{"load": {keyspace: {range: operations per second}}, "window_seconds": s}`
+    /// counted since the previous report. The task ends when the returned
+    /// handle is aborted (or the registration can no longer be renewed).
+    pub fn report_load(
+        &self,
+        store: Arc<dyn crate::store::TopologyStore>,
+        id: String,
+        every: Duration,
+    ) -> tokio::task::JoinHandle<()> {
+        let pools = self.clone();
+        let every = every.max(Duration::from_millis(100));
+        tokio::spawn(async move {
+            let ttl = (every * 3).max(Duration::from_secs(2));
+            let registration = match store.register_client(&id, serde_json::json!({ "load": {} }), ttl).await {
+                Ok(registration) => registration,
+                Err(error) => {
+                    tracing::warn!(%error, client = %id, "cannot register the load report");
+                    return;
+                }
+            };
+            let mut last = Instant::now();
+            pools.take_load();
+            loop {
+                tokio::time::sleep(every).await;
+                let window = last.elapsed().as_secs_f64().max(1e-3);
+                last = Instant::now();
+                let load: serde_json::Map<String, serde_json::Value> = pools
+                    .take_load()
+                    .into_iter()
+                    .map(|(keyspace, ranges)| {
+                        let rates: serde_json::Map<String, serde_json::Value> = ranges
+                            .into_iter()
+                            .map(|(range, n)| (range, serde_json::json!(n as f64 / window)))
+                            .collect();
+                        (keyspace, serde_json::Value::Object(rates))
+                    })
+                    .collect();
+                let value = serde_json::json!({ "load": load, "window_seconds": window });
+                if let Err(error) = registration.update(value).await {
+                    tracing::warn!(%error, client = %id, "load report failed");
+                    if !registration.is_active() {
+                        return;
+                    }
+                }
+            }
+        })
     }
 
     /// Waits (bounded by the write wait) until an epoch newer than `epoch`
@@ -509,6 +602,37 @@ impl WriteTarget {
             source: Box::new(source),
         }
     }
+}
+
+/// The check of `shardkit_fences` inside the write's transaction, after
+/// its statements (see "The fence contract" in [`super`]): row triggers
+/// only fire for rows a statement touches, so an `UPDATE` or `DELETE` that
+/// finds no row on an old owner would pass them silently. The mover records
+/// every fence in `shardkit_fences` in the transaction that installs the
+/// triggers, which waits for writers in flight; a write whose transaction
+/// runs this query after that commit sees the fence and rolls back.
+/// Databases that never lost a range have no such table.
+async fn check_fence(tx: &mut ShardTx, keyspace_id: i64) -> Result<(), sqlx::Error> {
+    let exists = if tx.backend_name() == "PostgreSQL" {
+        "SELECT CAST(count(*) AS BIGINT) FROM pg_catalog.pg_class WHERE oid = to_regclass('shardkit_fences')"
+    } else {
+        "SELECT CAST(count(*) AS BIGINT) FROM sqlite_master WHERE type = 'table' AND name = 'shardkit_fences'"
+    };
+    let (tables,): (i64,) = sqlx::query_as(exists).fetch_one(&mut **tx).await?;
+    if tables == 0 {
+        return Ok(());
+    }
+    let (fences,): (i64,) =
+        sqlx::query_as("SELECT CAST(count(*) AS BIGINT) FROM shardkit_fences WHERE $1 BETWEEN lo AND hi")
+            .bind(keyspace_id)
+            .fetch_one(&mut **tx)
+            .await?;
+    if fences > 0 {
+        return Err(sqlx::Error::Protocol(format!(
+            "{FENCE_MESSAGE_PREFIX}: keyspace id {keyspace_id} is in a range this shard no longer owns"
+        )));
+    }
+    Ok(())
 }
 
 /// sqlx's URL parse errors may quote the URL, which holds the password:

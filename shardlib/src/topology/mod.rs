@@ -120,6 +120,10 @@ pub struct Shard {
     /// `weight` times the share of a weight-1 shard.
     #[serde(default = "default_weight")]
     pub weight: u32,
+    /// The most bytes of managed tables the rebalance planner may place on
+    /// this shard (no limit when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity_bytes: Option<u64>,
     /// Lifecycle state.
     #[serde(default)]
     pub state: ShardState,

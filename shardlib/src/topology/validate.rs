@@ -58,6 +58,9 @@ fn validate_keyspace(name: &str, keyspace: &Keyspace) -> Result<(), TopologyErro
         if shard.replicas.iter().any(|r| r.dsn.is_blank()) {
             return Err(invalid("a replica connection string is empty"));
         }
+        if shard.capacity_bytes == Some(0) {
+            return Err(invalid("capacity_bytes must be at least 1 when given"));
+        }
         if shard.weight == 0 || shard.weight > MAX_WEIGHT {
             return Err(invalid(&format!("weight must be between 1 and {MAX_WEIGHT}, got {}", shard.weight)));
         }

@@ -67,6 +67,7 @@ fn shards(count: usize) -> Vec<Shard> {
             replicas: Vec::new(),
             labels: Labels::default(),
             weight: 1,
+            capacity_bytes: None,
             state: ShardState::Serving,
         })
         .collect()
