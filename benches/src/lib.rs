@@ -96,6 +96,9 @@ impl Default for KeyCycle {
 /// Helpers of the whole-system programs in `src/bin/` (propagation, scale).
 pub mod system;
 
+/// Helpers of the data-moving programs in `src/bin/` (copy_rate, cutover).
+pub mod moving;
+
 #[cfg(test)]
 mod tests {
     use super::*;

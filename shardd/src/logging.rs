@@ -4,6 +4,8 @@
 //! never carry a secret: DSNs are written through their redacting
 //! `Display`, tokens and passwords are never logged.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogFormat, LogOptions};
@@ -21,7 +23,8 @@ pub fn init(options: &LogOptions) -> Result<(), String> {
     let filter = EnvFilter::try_new(&directives).map_err(|e| format!("invalid log filter {directives:?}: {e}"))?;
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let installed = match options.format {
-        LogFormat::Text => builder.try_init(),
+        // Colors only on a terminal: log files and pipes get plain text.
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).try_init(),
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
     };
     installed.map_err(|e| format!("cannot install the logger: {e}"))

@@ -216,3 +216,118 @@ proptest! {
         }
     }
 }
+
+// Clusters of small ranges: every range costs less than (threshold − target)
+// × the least share. Then, while the peak is above the threshold, moving any
+// range of the peak shard to the least-loaded shard (at or below its share)
+// lowers the pair's peak and leaves that shard below 1 + (threshold − target)
+// ≤ threshold. A planner that sends ranges there never pushes a shard above
+// the threshold with ranges it may not move again in the same plan, so the
+// peak shard always has a range to give: the plan reaches the threshold, and
+// should move little more than the minimum.
+
+prop_compose! {
+    /// A cluster of 2–9 shards (plus up to two new, empty ones), equal or mixed
+    /// weights, rows per range in [500, 2000], load piled on the first `busy`
+    /// shards for about half the ranges, and more than 4 × Σ weights / (least
+    /// weight × (threshold − target)) ranges, so that every range costs less
+    /// than (threshold − target) × the least share. No zone rule, capacity or
+    /// drain; no step limit.
+    fn small_ranges_cluster()(
+        shards in 2usize..10,
+        new_shards in 0usize..3,
+        weights in proptest::collection::vec(1u32..5, 11),
+        equal_weights in any::<bool>(),
+        levels in 0usize..2,
+        spread in 1.0f64..2.0,
+        busy in 1usize..10,
+        bytes in any::<bool>(),
+        seed in any::<u64>(),
+    ) -> PlanInput {
+        let total = shards + new_shards;
+        let weight = |i: usize| if equal_weights { 1 } else { weights[i] };
+        let (threshold, target) = [(1.10, 1.05), (1.3, 1.1)][levels];
+        let sum: u32 = (0..total).map(weight).sum();
+        let least = (0..total).map(weight).min().unwrap();
+        let count = (4.0 * f64::from(sum) / f64::from(least) / (threshold - target) * spread).ceil() as u32 + 1;
+        // SplitMix64 from the seed: the rows and owners of `count` ranges.
+        let mut state = seed;
+        let mut next = move || {
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        };
+        let ranges = KeyRange::uniform(count).into_iter().enumerate().map(|(i, range)| {
+            let rows = 500 + next() % 1501;
+            let owner = if next() % 2 == 0 { i % shards } else { (next() % busy.min(shards) as u64) as usize };
+            RangeInput {
+                range,
+                shard: id(owner),
+                rows,
+                bytes: rows * 120,
+                load: 0.0,
+                median: Some(range.midpoint()),
+                quantiles: uniform_quantiles(range),
+            }
+        }).collect();
+        let shard_inputs = (0..total).map(|i| ShardInput {
+            id: id(i),
+            weight: weight(i),
+            capacity_bytes: None,
+            zone: None,
+            takes_data: true,
+        }).collect();
+        let options = PlanOptions {
+            cost: if bytes { Cost::Bytes } else { Cost::Rows },
+            threshold,
+            target,
+            max_steps: usize::MAX,
+            ..PlanOptions::default()
+        };
+        PlanInput { shards: shard_inputs, ranges, options }
+    }
+}
+
+/// The largest range's cost and the least share (of the shards taking data).
+fn largest_and_least_share(input: &PlanInput) -> (f64, f64) {
+    let cost = |r: &RangeInput| input.options.cost.of(r.rows, r.bytes, r.load);
+    let total: f64 = input.ranges.iter().map(cost).sum();
+    let weights: u32 = input.shards.iter().map(|s| s.weight).sum();
+    let least = input.shards.iter().map(|s| s.weight).min().unwrap();
+    let largest = input.ranges.iter().map(cost).fold(0.0, f64::max);
+    (largest, total * f64::from(least) / f64::from(weights))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// With small ranges the plan reaches the threshold. (It did not in
+    /// about a quarter of such clusters — 3,174 of 11,443 in the exploration
+    /// behind docs/BENCHMARKS.md, "Rebalance planning" — until `best_move`
+    /// broke ties of the pair's peak by the destination's cost/share.)
+    #[test]
+    fn small_ranges_reach_the_threshold(input in small_ranges_cluster()) {
+        let (largest, least_share) = largest_and_least_share(&input);
+        let o = &input.options;
+        prop_assert!(largest < (o.threshold - o.target) * least_share, "generator: a range is not small");
+        let plan = plan(&input).unwrap();
+        prop_assert!(
+            plan.after.imbalance <= o.threshold + 1e-9,
+            "stopped at {} > threshold {} (from {}, {} steps)", plan.after.imbalance, o.threshold, plan.before.imbalance, plan.steps.len()
+        );
+    }
+
+    /// With small ranges the plan moves at most 2 × the minimum: the most
+    /// seen with the tie-break is 1.77 × (median 1.01) over 11,443 such
+    /// clusters of 2–22 shards (2.66 × before it).
+    #[test]
+    fn small_ranges_move_at_most_twice_the_minimum(input in small_ranges_cluster()) {
+        let plan = plan(&input).unwrap();
+        prop_assert!(
+            plan.cost_moved <= 2.0 * plan.cost_lower_bound + 1e-6,
+            "moved {} for a minimum of {}", plan.cost_moved, plan.cost_lower_bound
+        );
+    }
+}

@@ -295,6 +295,20 @@ async fn bad_requests_are_refused_before_anything_changes() -> TestResult {
     let ks = serde_json::to_value(&after.keyspaces["users"].partitioning)?;
     assert_eq!(ks["ranges"], json!([{ "range": "-80", "shard": "s1" }, { "range": "80-", "shard": "s2" }]));
     assert!(after.epoch >= epoch);
+    // No room: a target whose capacity_bytes the move would exceed.
+    let (got, body) = setup
+        .api
+        .post(
+            "/v1/keyspaces/users/shards",
+            &json!({ "id": "s5", "primary": setup.shards[2].1, "capacity_bytes": 1000 }),
+        )
+        .await?;
+    assert_eq!(got, 201, "{body}");
+    sqlx::query("ALTER TABLE users ADD PRIMARY KEY (id)").execute(&pool).await?;
+    let (got, body) =
+        setup.api.post("/v1/keyspaces/users/jobs", &json!({ "kind": "move", "ranges": ["-80"], "to": "s5" })).await?;
+    assert_eq!((got, body["error"]["code"].as_str()), (422, Some("precheck_failed")), "{body}");
+    assert!(body["error"]["message"].as_str().unwrap_or("").contains("no room on shard s5"), "{body}");
     // An unreachable database: 503 naming the shard, never the password.
     drop(pool);
     let (got, body) = setup

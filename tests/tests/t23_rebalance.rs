@@ -277,3 +277,52 @@ async fn reshard_four_ranges_onto_eight_shards() -> TestResult {
     cluster.server.shutdown().await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reported_load_drives_a_load_rebalance() -> TestResult {
+    let cluster = Cluster::start("t23-load", 2).await?;
+    let ranges = [("-40", "s1"), ("40-80", "s1"), ("80-c0", "s2"), ("c0-", "s2")];
+    let initial = cluster.keyspace(&ranges, |_, id| id % 4 == 0).await?;
+    // The service reports its operations per range through a lease-bound
+    // client registration in etcd.
+    let (watcher, pools) = follow(&cluster.endpoint, &cluster.cluster, "hot-service").await?;
+    let store = shardlib::store::etcd::EtcdStore::connect(shardlib::store::etcd::EtcdConfig::new(
+        vec![cluster.endpoint.clone()],
+        cluster.cluster.as_str(),
+    ))
+    .await?;
+    let reporter = pools.report_load(std::sync::Arc::new(store), "hot-service".into(), Duration::from_millis(300));
+    // All writes go to keys of s1's two ranges.
+    let hot: Vec<i64> = (0..40_000).filter(|id| kid(*id).0 < 0x8000_0000_0000_0000).take(400).collect();
+    let deadline = std::time::Instant::now() + DEADLINE;
+    let mut outcome;
+    loop {
+        for id in &hot {
+            apply(&pools, "users", *id, Some("hot")).await?;
+        }
+        outcome = cluster.rebalance(json!({ "dry_run": true, "cost": "load" })).await?;
+        let reported: f64 =
+            outcome["ranges"].as_array().unwrap().iter().map(|r| r["load"].as_f64().unwrap_or(0.0)).sum();
+        if reported > 0.0 || std::time::Instant::now() > deadline {
+            break;
+        }
+    }
+    let ranges = outcome["ranges"].as_array().unwrap();
+    let load =
+        |range: &str| ranges.iter().find(|r| r["range"] == range).and_then(|r| r["load"].as_f64()).unwrap_or(0.0);
+    eprintln!("reported load: {}", serde_json::to_string(ranges)?);
+    assert!(load("-40") > 0.0 && load("40-80") > 0.0, "{outcome:#}");
+    assert_eq!(load("80-c0") + load("c0-"), 0.0, "{outcome:#}");
+    // By load, s1 carries everything: the plan moves one of its ranges (or
+    // part of one) to s2, although rows alone look balanced.
+    let steps = outcome["plan"]["steps"].as_array().unwrap();
+    assert!(!steps.is_empty(), "{outcome:#}");
+    assert!(steps.iter().all(|s| s["to"] == "s2"), "{outcome:#}");
+    let by_rows = cluster.rebalance(json!({ "dry_run": true, "cost": "rows" })).await?;
+    assert!(by_rows["plan"]["steps"].as_array().unwrap().is_empty(), "{by_rows:#}");
+    reporter.abort();
+    drop(initial);
+    watcher.shutdown().await;
+    cluster.server.shutdown().await?;
+    Ok(())
+}

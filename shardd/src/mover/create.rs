@@ -277,8 +277,34 @@ pub async fn prepare(
         let found = checked?;
         job.progress.rows_total = found.rows;
         job.progress.bytes_total = found.bytes;
+        if let Some(capacity) = target.capacity_bytes {
+            check_room(keyspace, assignments, target, found.bytes, capacity, &connect).await?;
+        }
     }
     Ok(job)
+}
+
+/// Room on the target: what its ranges hold now plus what moves must stay
+/// within its `capacity_bytes`.
+async fn check_room(
+    keyspace: &Keyspace,
+    assignments: &[shardlib::topology::RangeAssignment],
+    target: &Shard,
+    moving: u64,
+    capacity: u64,
+    options: &EngineOptions,
+) -> Result<(), CreateError> {
+    let mut held = 0u64;
+    for assignment in assignments.iter().filter(|a| a.shard == target.id) {
+        held += engine::range_stats(target, &keyspace.tables, assignment.range, options).await?.bytes;
+    }
+    if held + moving > capacity {
+        return Err(CreateError::Precheck(format!(
+            "no room on shard {}: it holds about {held} bytes, the move brings {moving}, and its capacity_bytes is {capacity}",
+            target.id
+        )));
+    }
+    Ok(())
 }
 
 async fn median(

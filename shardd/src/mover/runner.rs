@@ -385,6 +385,10 @@ impl Runner {
             }
         };
         self.check_verified(&verified)?;
+        // Fences an earlier move left on the target for these ranges go
+        // before the target owns them, or the writes released by the
+        // hand-over would be rejected there.
+        self.engine().await?.drop_target_fences(&spec).await?;
         // The hand-over follows at once; its state is saved with it.
         self.job.enter(Phase::HandOver);
         self.hand_over().await
@@ -408,6 +412,7 @@ impl Runner {
         self.job.error = None;
         self.save().await.map_err(|e| StepError::Stop(e.to_string()))?;
         tracing::info!(job = %self.job.id, epoch = %written.epoch, cutover_ms = ?self.job.cutover_ms, "ranges handed over");
+        // Again, for a hand-over resumed after a restart (idempotent).
         self.engine().await?.drop_target_fences(&spec).await?;
         self.advance(Phase::Cleanup).await
     }

@@ -469,7 +469,8 @@ impl<'a> State<'a> {
             }
             let Some(&(_, src)) = self.by_ratio.last() else { return };
             let peak = self.ratio_of(src);
-            if peak <= self.options.target || self.loads.iter().sum::<f64>() <= 0.0 {
+            // (peak > target ≥ 1 implies a positive total.)
+            if peak <= self.options.target {
                 return;
             }
             if let Some((u, to)) = self.best_move(src, peak) {
@@ -503,7 +504,12 @@ impl<'a> State<'a> {
     /// The move off `src` that brings the pair's peak lowest, if below `peak`.
     fn best_move(&self, src: usize, peak: f64) -> Option<(usize, usize)> {
         let (ls, ts) = (self.loads[src], self.shares[src]);
-        let mut best: Option<(f64, u64, usize, usize)> = None;
+        // (pair peak, destination's cost/share after, bytes, unit, shard):
+        // when the source side decides the pair's peak, destinations tie on
+        // it, and the least-loaded one must win, or some shards fill up to
+        // the source's level with ranges fixed for the rest of the plan
+        // while others stay empty.
+        let mut best: Option<(f64, f64, u64, usize, usize)> = None;
         for to in self.candidates(src) {
             let (ld, td) = (self.loads[to], self.shares[to]);
             // The cost that evens the pair out.
@@ -518,19 +524,19 @@ impl<'a> State<'a> {
                     continue;
                 }
                 let unit = &self.units[u];
-                let pair = ratio(ls - unit.cost, ts).max(ratio(ld + unit.cost, td));
+                let after = ratio(ld + unit.cost, td);
+                let pair = ratio(ls - unit.cost, ts).max(after);
                 if pair >= peak - 1e-9 {
                     continue;
                 }
-                let better = best.is_none_or(|(p, bytes, bu, bt)| {
-                    (pair, unit.bytes, u, to).partial_cmp(&(p, bytes, bu, bt)) == Some(std::cmp::Ordering::Less)
-                });
+                let candidate = (pair, after, unit.bytes, u, to);
+                let better = best.is_none_or(|b| candidate.partial_cmp(&b) == Some(std::cmp::Ordering::Less));
                 if better {
-                    best = Some((pair, unit.bytes, u, to));
+                    best = Some(candidate);
                 }
             }
         }
-        best.map(|(_, _, u, to)| (u, to))
+        best.map(|(_, _, _, u, to)| (u, to))
     }
 
     /// The destination for unit `u` (on `src`) that brings the pair's peak

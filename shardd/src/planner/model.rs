@@ -69,7 +69,8 @@ pub struct PlanOptions {
     pub threshold: f64,
     /// Balance down to this (≤ threshold: the gap is the hysteresis).
     pub target: f64,
-    /// At most this many steps.
+    /// At most this many balancing steps (draining and resharding are not
+    /// limited: they must finish for the plan to mean anything).
     pub max_steps: usize,
     /// Split until the keyspace has at least this many ranges (reshard).
     pub min_ranges: usize,
@@ -129,13 +130,15 @@ pub struct RangeInput {
     /// Operations per second.
     pub load: f64,
     /// The median keyspace id of its rows; `None` when unknown or empty.
+    /// (Keyspace ids are written as 16 hex digits in JSON.)
+    #[serde(default, with = "hex_point::option")]
     pub median: Option<u64>,
     /// Evenly spaced quantiles of its rows' keyspace ids, ascending: with
     /// `k` of them, the `i`-th (from 1) has `i/(k+1)` of the rows before it.
     /// Splits cut at one of these (or the median), so a split can take off
     /// the share a shard needs rather than always half. Empty: only the
     /// median is known.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", with = "hex_point::list")]
     pub quantiles: Vec<u64>,
 }
 
@@ -282,6 +285,35 @@ mod hex_point {
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
         let text = String::deserialize(deserializer)?;
         u64::from_str_radix(&text, 16).map_err(serde::de::Error::custom)
+    }
+
+    pub mod option {
+        use serde::{Deserialize, Deserializer, Serializer};
+
+        pub fn serialize<S: Serializer>(value: &Option<u64>, serializer: S) -> Result<S::Ok, S::Error> {
+            match value {
+                Some(v) => serializer.serialize_str(&format!("{v:016x}")),
+                None => serializer.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+            let text: Option<String> = Option::deserialize(deserializer)?;
+            text.map(|t| u64::from_str_radix(&t, 16).map_err(serde::de::Error::custom)).transpose()
+        }
+    }
+
+    pub mod list {
+        use serde::{Deserialize, Deserializer, Serializer};
+
+        pub fn serialize<S: Serializer>(values: &[u64], serializer: S) -> Result<S::Ok, S::Error> {
+            serializer.collect_seq(values.iter().map(|v| format!("{v:016x}")))
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u64>, D::Error> {
+            let texts: Vec<String> = Vec::deserialize(deserializer)?;
+            texts.iter().map(|t| u64::from_str_radix(t, 16).map_err(serde::de::Error::custom)).collect()
+        }
     }
 }
 
