@@ -190,6 +190,9 @@ impl Mover {
     /// Asks a job to cancel: it undoes its work and ends `cancelled`.
     pub async fn cancel(&self, id: &str) -> Result<Job, CancelError> {
         let ctx = &self.inner.ctx;
+        // Whether this call has already told the runner: it may then finish
+        // undoing (and save) before the request itself is recorded.
+        let mut signalled = false;
         for attempt in 0..CANCEL_ATTEMPTS {
             if attempt > 0 {
                 // The runner saves progress now and then: let it finish.
@@ -200,6 +203,9 @@ impl Mover {
                 return Err(CancelError::NotFound(id.to_owned()));
             };
             if job.status.is_terminal() {
+                if signalled && job.status == Status::Cancelled {
+                    return Ok(job);
+                }
                 return Err(CancelError::Finished { id: id.to_owned(), status: job.status.as_str() });
             }
             if !job.cancellable() {
@@ -207,6 +213,7 @@ impl Mover {
             }
             if let Some(token) = self.inner.running.lock().expect("not poisoned").get(id) {
                 token.cancel();
+                signalled = true;
             }
             if job.cancel_requested {
                 return Ok(job);
