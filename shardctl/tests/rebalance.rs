@@ -5,13 +5,15 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
-use serde_json::{Value, json};
-use shardd::config::{Config, Secret, StoreKind};
+use serde_json::json;
+use shardlib::KeyRange;
 use shardlib::sql::sqlx;
-use shardlib::{KeyRange, KeyspaceId, ShardKey};
+
+mod support;
+
+use support::{Cluster, dsn, keyspace_id, pool};
 
 const TOKEN: &str = "t0ken-for-rebalance";
 /// Every shard file the tests may use; s1..s4 start with the data.
@@ -21,89 +23,13 @@ const SHARDS: [&str; 8] = ["s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8"];
 const LAYOUT: [(&str, &str, usize); 4] =
     [("-40", "s1", 800), ("40-80", "s2", 200), ("80-c0", "s3", 200), ("c0-", "s4", 800)];
 
-struct Cluster {
-    handle: shardd::Handle,
-    _store: tempfile::TempDir,
+/// What these tests add to the shared cluster.
+trait ClusterExt {
+    async fn add_shard(&self, dir: &Path, id: &str);
+    async fn unfinished_jobs(&self) -> Vec<String>;
 }
 
-impl Cluster {
-    async fn start() -> Cluster {
-        let store = tempfile::tempdir().unwrap();
-        let mut config = Config {
-            store: StoreKind::Local,
-            listen: "127.0.0.1:0".parse().unwrap(),
-            cluster: "rebalance-test".into(),
-            member_id: Some("m1".into()),
-            api_token: Some(Secret::new(TOKEN)),
-            ..Config::default()
-        };
-        config.local.path = store.path().join("topology.json");
-        let handle = shardd::Server::start(config).await.expect("shardd starts");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !handle.is_leader() {
-            assert!(Instant::now() < deadline, "shardd did not lead within 60 s");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Cluster { handle, _store: store }
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_shardctl"));
-        command
-            .args(["--endpoint", &self.handle.url(), "--color", "never"])
-            .args(args)
-            .env("SHARDCTL_TOKEN", TOKEN)
-            .env_remove("SHARDCTL_ENDPOINT");
-        command
-    }
-
-    /// Runs shardctl (off the async runtime); standard error is not a
-    /// terminal, so waiting prints plain lines.
-    async fn run(&self, args: &[&str]) -> Output {
-        let mut command = self.command(args);
-        tokio::task::spawn_blocking(move || command.output().expect("shardctl runs")).await.unwrap()
-    }
-
-    /// Runs shardctl, expecting exit code `code`; returns stdout and stderr.
-    async fn expect(&self, code: i32, args: &[&str]) -> (String, String) {
-        let output = self.run(args).await;
-        let stdout = String::from_utf8(output.stdout).unwrap();
-        let stderr = String::from_utf8(output.stderr).unwrap();
-        assert_eq!(output.status.code(), Some(code), "shardctl {args:?}:\n{stdout}\n{stderr}");
-        assert!(!stdout.contains(TOKEN) && !stderr.contains(TOKEN), "token leaked");
-        (stdout, stderr)
-    }
-
-    async fn ok(&self, args: &[&str]) -> (String, String) {
-        self.expect(0, args).await
-    }
-
-    async fn json(&self, args: &[&str]) -> Value {
-        let mut with_json = args.to_vec();
-        with_json.extend(["-o", "json"]);
-        let (stdout, _) = self.ok(&with_json).await;
-        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("shardctl {args:?} printed no JSON ({e}): {stdout}"))
-    }
-
-    /// Runs shardctl expecting exit code 2; returns standard error.
-    async fn fails(&self, args: &[&str]) -> String {
-        self.expect(2, args).await.1
-    }
-
-    /// The ranges each shard owns, from `shard list`.
-    async fn ranges(&self) -> BTreeMap<String, Vec<String>> {
-        let list = self.json(&["shard", "list", "-k", "users"]).await;
-        list["shards"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|shard| {
-                let ranges = shard["ranges"].as_array().unwrap().iter().map(|r| r.as_str().unwrap().to_owned());
-                (shard["id"].as_str().unwrap().to_owned(), ranges.collect())
-            })
-            .collect()
-    }
-
+impl ClusterExt for Cluster {
     async fn add_shard(&self, dir: &Path, id: &str) {
         self.ok(&["shard", "add", id, "-k", "users", "--primary", &dsn(dir, id)]).await;
     }
@@ -117,19 +43,6 @@ impl Cluster {
             .map(|j| j["id"].as_str().unwrap().to_owned())
             .collect()
     }
-}
-
-fn dsn(dir: &Path, shard: &str) -> String {
-    format!("sqlite://{}?mode=rwc", dir.join(format!("{shard}.db")).display())
-}
-
-async fn pool(dsn: &str) -> sqlx::AnyPool {
-    sqlx::any::install_default_drivers();
-    sqlx::pool::PoolOptions::<sqlx::Any>::new().max_connections(1).connect(dsn).await.unwrap()
-}
-
-fn keyspace_id(id: i64) -> KeyspaceId {
-    id.keyspace_id(0)
 }
 
 fn range(name: &str) -> KeyRange {
@@ -233,7 +146,7 @@ fn peak_to_mean(rows: &BTreeMap<String, usize>, shards: &[&str]) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rebalance_reshard_and_drain_move_rows_where_they_belong() {
-    let cluster = Cluster::start().await;
+    let cluster = Cluster::start("rebalance-test", TOKEN).await;
     let files = tempfile::tempdir().unwrap();
     let keyspace_file = create_databases(files.path()).await;
     cluster.ok(&["keyspace", "create", "users", "--file", keyspace_file.to_str().unwrap()]).await;
@@ -330,7 +243,7 @@ async fn rebalance_reshard_and_drain_move_rows_where_they_belong() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_ctrl_c_and_detach() {
-    let cluster = Cluster::start().await;
+    let cluster = Cluster::start("rebalance-test", TOKEN).await;
     let files = tempfile::tempdir().unwrap();
     let keyspace_file = create_databases(files.path()).await;
     cluster.ok(&["keyspace", "create", "users", "--file", keyspace_file.to_str().unwrap()]).await;
