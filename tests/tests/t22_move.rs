@@ -108,7 +108,7 @@ async fn moves_under_writes(
 ) -> TestResult<(Vec<serde_json::Value>, Model)> {
     let (watcher, pools) = follow(&setup.endpoint, &setup.cluster, "writers").await?;
     let rows = initial.len() as i64 - 2_000;
-    let spec = WorkloadSpec { keyspace: "users".into(), writers: 8, keys: 0..rows + 2_000, ops_per_second };
+    let spec = WorkloadSpec { keyspace: "users".into(), writers: 16, keys: 0..rows + 2_000, ops_per_second };
     let workload = Workload::start(pools.clone(), spec, initial);
     let mut jobs = Vec::new();
     for request in requests {
@@ -137,7 +137,7 @@ async fn a_move_under_a_thousand_writes_per_second_loses_and_duplicates_nothing(
     let rows = 20_000;
     let setup = postgres_setup("t22-move", &[("-80", "s1"), ("80-", "s1")], rows).await?;
     let (jobs, _) =
-        moves_under_writes(&setup, &start(rows), 1_200, &[json!({ "kind": "move", "ranges": ["80-"], "to": "s2" })])
+        moves_under_writes(&setup, &start(rows), 1_600, &[json!({ "kind": "move", "ranges": ["80-"], "to": "s2" })])
             .await?;
     let job = &jobs[0];
     eprintln!("move: cutover {} ms, progress {}", job["cutover_ms"], job["progress"]);
