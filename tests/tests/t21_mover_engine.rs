@@ -799,7 +799,9 @@ async fn different_engines_and_bad_dsns_are_refused() -> TestResult {
     let quick = EngineOptions { connect_timeout: Duration::from_secs(5), ..options() };
     let Err(error) = Engine::connect(&pg, &other, &quick).await else { panic!("connected") };
     let message = error.to_string();
-    assert!(message.contains("s1") && message.contains("127.0.0.1:1") && !message.contains("secret"), "{message}");
+    // Both servers are unreachable and connected at once: either may be named.
+    let named = message.contains("shard s1") || message.contains("shard s3");
+    assert!(named && message.contains("127.0.0.1:1") && !message.contains("secret"), "{message}");
     let Err(error) = Engine::connect(&lite, &lite, &options()).await else { panic!("connected") };
     assert!(error.to_string().contains("same SQLite file"), "{error}");
     Ok(())
