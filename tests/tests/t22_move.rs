@@ -324,3 +324,33 @@ async fn bad_requests_are_refused_before_anything_changes() -> TestResult {
     setup.server.shutdown().await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn part_of_a_range_moving_back_narrows_the_old_fence() -> TestResult {
+    let rows = 2_000;
+    let setup = postgres_setup("t22-back", &[("-80", "s1"), ("80-", "s1")], rows).await?;
+    let stale =
+        ShardedPool::new(&setup.server.store().snapshot().await?.topology, pool_options(), Credentials::none())?;
+    // 80- leaves s1 (s1 keeps a fence on 80-), is split on s2, and c0- comes back to s1.
+    for request in [
+        json!({ "kind": "move", "ranges": ["80-"], "to": "s2" }),
+        json!({ "kind": "split", "range": "80-", "at": "c0" }),
+        json!({ "kind": "move", "ranges": ["c0-"], "to": "s1" }),
+    ] {
+        let id = setup.api.create_job("users", request.clone()).await?;
+        let job = setup.api.wait_finished(&id).await?;
+        assert_eq!(job["status"], "succeeded", "{request}: {job:#}");
+    }
+    let (watcher, pools) = follow(&setup.endpoint, &setup.cluster, "after-back").await?;
+    // Writes to c0- on s1, its owner again, go through: the old fence was narrowed.
+    let back = (rows..rows + 1_000).find(|id| kid(*id).0 >= 0xc000_0000_0000_0000).unwrap();
+    apply(&pools, "users", back, Some("home again")).await?;
+    assert_eq!(pools.pool_for("users", &(back as u64))?.shard().as_str(), "s1");
+    // 80-c0 stays fenced on s1 for a client that still routes it there.
+    let away =
+        (rows..rows + 1_000).find(|id| (0x8000_0000_0000_0000..0xc000_0000_0000_0000).contains(&kid(*id).0)).unwrap();
+    assert!(matches!(apply(&stale, "users", away, Some("stale")).await, Err(SqlError::Fenced { .. })));
+    watcher.shutdown().await;
+    setup.server.shutdown().await?;
+    Ok(())
+}

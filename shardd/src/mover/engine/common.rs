@@ -375,10 +375,34 @@ pub(super) fn compare_rows(
 pub(super) enum FenceFate {
     /// Does not touch the moved ranges.
     Keep,
-    /// Overlaps them but reaches beyond: left, with a warning.
+    /// Overlaps them but reaches beyond: narrowed to what is left.
     Partial,
     /// Lies inside them: the target owns these rows now.
     Drop,
+}
+
+/// `fence` without `moved`: what an older fence must still cover when part
+/// of its ranges comes back (sorted, disjoint).
+pub(super) fn subtract(fence: &[Interval], moved: &[Interval]) -> Vec<Interval> {
+    let mut left: Vec<Interval> = fence.to_vec();
+    for m in moved {
+        let mut next = Vec::with_capacity(left.len() + 1);
+        for f in left {
+            if !f.overlaps(m) {
+                next.push(f);
+                continue;
+            }
+            if f.lo < m.lo {
+                next.push(Interval { lo: f.lo, hi: m.lo - 1 });
+            }
+            if f.hi > m.hi {
+                next.push(Interval { lo: m.hi + 1, hi: f.hi });
+            }
+        }
+        left = next;
+    }
+    left.sort_by_key(|iv| iv.lo);
+    left
 }
 
 /// Groups rows of `shardkit_fences` by (job, table, trigger).
@@ -406,6 +430,15 @@ pub(super) fn fence_fate(fence: &[Interval], moved: &[Interval]) -> FenceFate {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn subtracting_moved_intervals_leaves_the_rest() {
+        let iv = |lo, hi| Interval { lo, hi };
+        assert_eq!(subtract(&[iv(0, 100)], &[iv(20, 30)]), vec![iv(0, 19), iv(31, 100)]);
+        assert_eq!(subtract(&[iv(0, 100)], &[iv(0, 100)]), vec![]);
+        assert_eq!(subtract(&[iv(0, 100)], &[iv(50, 200)]), vec![iv(0, 49)]);
+        assert_eq!(subtract(&[iv(0, 10), iv(20, 30)], &[iv(5, 25)]), vec![iv(0, 4), iv(26, 30)]);
+    }
 
     fn spec(ranges: &[&str]) -> MoveSpec {
         MoveSpec {

@@ -36,7 +36,7 @@ use shardlib::{KeyRange, KeyspaceId, ShardId};
 use super::common::{
     Column, Cursor, Ends, FenceFate, Interval, Meta, capture_name, check_spec, chunk_condition, compare_rows,
     compare_tables, db_error, describe, fence_fate, fence_message, fence_name, group_fences, in_intervals, intervals,
-    json_array, q, quoted, sql_string, table, table_index,
+    json_array, q, quoted, sql_string, subtract, table, table_index,
 };
 use super::{
     ChangedKey, CopyStep, EngineError, EngineOptions, Mismatch, MoveSpec, Precheck, RangeStats, ReplayStep, Verified,
@@ -1085,22 +1085,7 @@ impl PgEngine {
             let base = fence_name(&spec.job, n);
             let function = s.control(&q(&base));
             let trigger = q(&base);
-            let body = format!(
-                "BEGIN\n\
-                   IF ((TG_OP <> 'INSERT' AND {old_in}) OR (TG_OP <> 'DELETE' AND {new_in})) \
-                      AND NOT EXISTS (SELECT 1 FROM {bypass}) THEN\n\
-                     RAISE EXCEPTION {message} USING ERRCODE = '{code}';\n\
-                   END IF;\n\
-                   IF TG_OP = 'DELETE' THEN RETURN OLD; END IF;\n\
-                   RETURN NEW;\n\
-                 END",
-                old_in = in_intervals(&format!("OLD.{kid}"), &ivs),
-                new_in = in_intervals(&format!("NEW.{kid}"), &ivs),
-                bypass = s.control("shardkit_bypass"),
-                message = sql_string(&message),
-                code = shardlib::sql::FENCE_SQLSTATE,
-            );
-            statements.push(function_sql(&function, &body)?);
+            statements.push(function_sql(&function, &fence_body(s, &kid, &ivs, &message))?);
             statements.push(format!("DROP TRIGGER IF EXISTS {trigger} ON {name}"));
             statements.push(format!(
                 "CREATE TRIGGER {trigger} BEFORE INSERT OR UPDATE OR DELETE ON {name} FOR EACH ROW EXECUTE FUNCTION {function}()"
@@ -1166,10 +1151,34 @@ impl PgEngine {
         for ((job, tbl, trg), fence) in group_fences(rows) {
             match fence_fate(&fence, &ivs) {
                 FenceFate::Keep => {}
-                FenceFate::Partial => tracing::warn!(
-                    shard = %tg.shard, job, table = tbl,
-                    "fence {trg} only partly overlaps the moved ranges; left in place"
-                ),
+                FenceFate::Partial => {
+                    // Part of an older fence's ranges comes back: narrow it
+                    // to the rest (same trigger, new body, new rows).
+                    let Some(table) = spec.tables.iter().find(|t| t.name == tbl) else { continue };
+                    let (_, kid) = quoted(table)?;
+                    let rest = subtract(&fence, &ivs);
+                    let message =
+                        format!("{}: range moved by job {job}", shardlib::sql::FENCE_MESSAGE_PREFIX).replace('%', "%%");
+                    statements.push(function_sql(&tg.control(&q(&trg)), &fence_body(tg, &kid, &rest, &message))?);
+                    statements.push(format!(
+                        "DELETE FROM {} WHERE job = {} AND tbl = {}",
+                        tg.control("shardkit_fences"),
+                        sql_string(&job),
+                        sql_string(&tbl)
+                    ));
+                    for iv in &rest {
+                        statements.push(format!(
+                            "INSERT INTO {} (job, tbl, trg, lo, hi) VALUES ({}, {}, {}, {}, {})",
+                            tg.control("shardkit_fences"),
+                            sql_string(&job),
+                            sql_string(&tbl),
+                            sql_string(&trg),
+                            iv.lo,
+                            iv.hi
+                        ));
+                    }
+                    tracing::info!(shard = %tg.shard, job, table = tbl, "fence {trg} narrowed to the ranges not moving back");
+                }
                 FenceFate::Drop => {
                     let table = spec.tables.iter().find(|t| t.name == tbl).map(quoted).transpose()?;
                     if let Some((name, _)) = table {
@@ -1225,6 +1234,27 @@ impl PgEngine {
 }
 
 /// `CREATE OR REPLACE FUNCTION name() RETURNS trigger …` with `body`.
+/// The body of a fence trigger function: writes whose old or new keyspace
+/// id is in `ivs` fail with the fence SQLSTATE, unless the mover's bypass
+/// row is visible.
+fn fence_body(side: &Side, kid: &str, ivs: &[Interval], message: &str) -> String {
+    format!(
+        "BEGIN\n\
+           IF ((TG_OP <> 'INSERT' AND {old_in}) OR (TG_OP <> 'DELETE' AND {new_in})) \
+              AND NOT EXISTS (SELECT 1 FROM {bypass}) THEN\n\
+             RAISE EXCEPTION {message} USING ERRCODE = '{code}';\n\
+           END IF;\n\
+           IF TG_OP = 'DELETE' THEN RETURN OLD; END IF;\n\
+           RETURN NEW;\n\
+         END",
+        old_in = in_intervals(&format!("OLD.{kid}"), ivs),
+        new_in = in_intervals(&format!("NEW.{kid}"), ivs),
+        bypass = side.control("shardkit_bypass"),
+        message = sql_string(message),
+        code = shardlib::sql::FENCE_SQLSTATE,
+    )
+}
+
 fn function_sql(function: &str, body: &str) -> Result<String, EngineError> {
     if body.contains(BODY_TAG) {
         return Err(EngineError::Precheck(format!("trigger function {function}: names must not contain {BODY_TAG}")));
